@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` (set up, then serve) and `make test` (set up, then test).
+# Every set-up step is idempotent and quick once done.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup database run test lint bench clean
+
+help:
+	@echo "make run    set up everything, then serve on http://127.0.0.1:5000 (HOST/PORT override)"
+	@echo "make test   set up everything, then lint, type-check and run the whole test suite"
+	@echo "make bench  set up everything, then run the benchmarks (not part of make test)"
+
+setup: $(STAMP) database
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
+	@echo "Installing the pinned Python dependencies into $(VENV) ..."
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# The database the project starts when MONGODB_URI is unset: mongod if on PATH, else FerretDB,
+# built with Go into tools/ the first time.
+database: $(STAMP)
+	@$(PY) -m cryptofiles.devdb ensure
+
+run: setup
+	$(PY) -m cryptofiles.serve
+
+lint: $(STAMP)
+	$(PY) -m ruff check cryptofiles tests scripts
+	$(PY) -m ruff format --check cryptofiles tests scripts
+	$(PY) -m mypy
+
+test: setup lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,236 @@
+"""Accounts and tokens: password hashing (werkzeug scrypt), JWTs (PyJWT), and the ``token_required`` guard.
+
+The only module that imports PyJWT and ``werkzeug.security``. ``Authenticator`` is the service that the
+views, the CLI and the tests call; ``token_required`` is its thin HTTP face.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
+
+import jwt
+from flask import current_app, g, request
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from cryptofiles.storage import Storage, User
+
+# Account rules (the seed's "User1" is a valid name).
+NAME_RULE = "3-64 characters: letters, digits, '.', '_' or '-'"
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{3,64}")
+MIN_PASSWORD_CHARS = 8
+# scrypt's cost does not depend much on input length, but an upper bound keeps request handling
+# predictable and is what OWASP ASVS asks for (allow at least 64 characters, cap the rest).
+MAX_PASSWORD_BYTES = 1024
+PASSWORD_RULE = f"at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_BYTES} bytes"
+
+# RFC 8725 §3.1: pin the algorithm; never let the token's header choose it ("none", HS384, RS256...).
+JWT_ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
+
+# A burst of logins must queue rather than allocate 32 MiB of scrypt memory each; a request that
+# cannot get a slot in this time is answered 503 instead of waiting forever.
+HASH_SLOT_WAIT_SECONDS = 15
+
+EXTENSION_KEY = "cryptofiles.auth"
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuthError(Exception):
+    """Base of this module's errors; the message is safe to show to the client."""
+
+
+class InvalidAccountData(AuthError):
+    """A name or password breaks the account rules."""
+
+
+class InvalidCredentials(AuthError):
+    """Unknown user or wrong password: deliberately indistinguishable."""
+
+
+class InvalidToken(AuthError):
+    """Missing, malformed, expired, wrongly signed, revoked, or of a user that no longer exists."""
+
+
+class Busy(AuthError):
+    """Too many password hashes are being computed; try again shortly."""
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.fullmatch(name):
+        raise InvalidAccountData(f"User name must be {NAME_RULE}.")
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_CHARS or len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise InvalidAccountData(f"Password must be {PASSWORD_RULE}.")
+
+
+class PasswordHasher:
+    """werkzeug scrypt hashing with a bounded number of hashes in flight per process."""
+
+    def __init__(self, method: str, concurrency: int) -> None:
+        self.method = method
+        self._slots = threading.BoundedSemaphore(concurrency)
+        # Verifying against this hash when the user does not exist makes a login for an unknown name
+        # cost exactly what a wrong password costs, so timing does not reveal which names exist.
+        self._dummy_hash = generate_password_hash(secrets.token_urlsafe(16), method)
+
+    def hash(self, password: str) -> str:
+        with self._slot():
+            return generate_password_hash(password, self.method)
+
+    def verify(self, stored_hash: str | None, password: str) -> bool:
+        with self._slot():
+            matches = check_password_hash(stored_hash or self._dummy_hash, password)
+        return matches and stored_hash is not None
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        return not stored_hash.startswith(self.method + "$")
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=HASH_SLOT_WAIT_SECONDS):
+            raise Busy("The server is busy; try again shortly.")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedToken:
+    token: str = dataclasses.field(repr=False)
+    jti: str
+    expires_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who a valid token speaks for."""
+
+    user: User
+    jti: str
+    expires_at: datetime
+
+
+class TokenService:
+    def __init__(self, secret: str, life: timedelta, clock: Clock = utcnow) -> None:
+        self._secret = secret
+        self._life = life
+        self._clock = clock
+
+    def issue(self, subject: str) -> IssuedToken:
+        now = self._clock().replace(microsecond=0)
+        expires_at = now + self._life
+        jti = uuid.uuid4().hex
+        claims = {"sub": subject, "iat": now, "exp": expires_at, "jti": jti}
+        token = jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
+        return IssuedToken(token, jti, expires_at)
+
+    def decode(self, token: str) -> dict[str, Any]:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[JWT_ALGORITHM],
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.PyJWTError:
+            # The reason (expired, bad signature...) stays out of the answer: one message for all.
+            raise InvalidToken("Token is invalid or expired.") from None
+        if not all(isinstance(claims[c], str) and claims[c] for c in ("sub", "jti")):
+            raise InvalidToken("Token is invalid or expired.")
+        return cast(dict[str, Any], claims)
+
+
+class Authenticator:
+    """Registration, login, logout and token checks: the account rules in one place."""
+
+    def __init__(
+        self, storage: Storage, hasher: PasswordHasher, tokens: TokenService, clock: Clock = utcnow
+    ) -> None:
+        self.storage = storage
+        self.hasher = hasher
+        self.tokens = tokens
+        self.clock = clock
+
+    def register(self, name: str, password: str) -> User:
+        check_name(name)
+        check_password(password)
+        return self.storage.create_user(name, self.hasher.hash(password), self.clock())
+
+    def login(self, name: str, password: str) -> IssuedToken:
+        if len(password.encode()) > MAX_PASSWORD_BYTES:
+            raise InvalidAccountData(f"Password must be {PASSWORD_RULE}.")
+        user = self.storage.user_by_name(name) if NAME_RE.fullmatch(name) else None
+        if not self.hasher.verify(user.password_hash if user else None, password):
+            raise InvalidCredentials("Wrong user name or password.")
+        assert user is not None  # verify() is False without a stored hash
+        if self.hasher.needs_rehash(user.password_hash):
+            # The configured cost changed since this hash was made: upgrade it while we hold the
+            # plaintext, the only moment we can.
+            self.storage.set_password_hash(user.public_id, self.hasher.hash(password))
+        return self.tokens.issue(user.public_id)
+
+    def authenticate(self, token: str) -> Principal:
+        claims = self.tokens.decode(token)
+        if self.storage.is_token_revoked(claims["jti"]):
+            raise InvalidToken("Token is invalid or expired.")
+        user = self.storage.user_by_public_id(claims["sub"])
+        if user is None:
+            raise InvalidToken("Token is invalid or expired.")
+        return Principal(user, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
+
+    def logout(self, principal: Principal) -> None:
+        self.storage.revoke_token(principal.jti, principal.expires_at, self.clock())
+
+
+def token_from_headers(headers: Any) -> str:
+    """The token from ``x-access-tokens`` (the seed's header) or ``Authorization: Bearer``.
+
+    Tokens in the query string are never read: URLs end up in logs and browser history.
+    """
+    seed_token = headers.get("x-access-tokens", "").strip()
+    bearer_token = ""
+    authorization = headers.get("Authorization", "").strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise InvalidToken("Authorization header must be 'Bearer <token>'.")
+        bearer_token = value.strip()
+    if seed_token and bearer_token and seed_token != bearer_token:
+        # Two different tokens: which one would a proxy or log have attributed the request to?
+        raise InvalidToken("Two different tokens were sent; send one.")
+    token = seed_token or bearer_token
+    if not token:
+        raise InvalidToken("A valid token is missing.")
+    return token
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def token_required(view: F) -> F:
+    """Let the view run only for a valid token; ``g.principal`` is then who it speaks for."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        authenticator: Authenticator = current_app.extensions[EXTENSION_KEY]
+        g.principal = authenticator.authenticate(token_from_headers(request.headers))
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)

@@ -1,0 +1,127 @@
+"""Settings: read once from the environment (and an optional ``.env``), typed and validated.
+
+Every setting the service understands is declared in ``Settings`` below and documented in README's
+configuration table. Nothing else in the package reads ``os.environ``: code receives a ``Settings``.
+There are no fallback secrets. Without ``SECRET_KEY`` and ``MASTER_KEYS`` the app refuses to start
+(``python -m cryptofiles.serve``, behind ``make run``, generates them once into a git-ignored file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from cryptofiles.crypto import KeyRing, KeyRingError
+
+# RFC 7518 §3.2: an HMAC key must be at least as long as the hash output (32 bytes for HS256).
+MIN_SECRET_KEY_BYTES = 32
+
+# OWASP Password Storage Cheat Sheet: scrypt N=2^15, r=8, p=3 (32 MiB, ~0.3 s here) is one of the
+# recommended equal-strength settings. In werkzeug's "method:args" notation.
+DEFAULT_PASSWORD_HASH = "scrypt:32768:8:3"
+
+GiB = 1 << 30
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. The message names the setting, never its secret value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    secret_key: str = dataclasses.field(repr=False)
+    master_keys: KeyRing = dataclasses.field(repr=False)
+    mongodb_uri: str = dataclasses.field(repr=False)  # may carry a password
+    mongodb_db: str = "cryptofiles"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    token_life_minutes: int = 30
+    log_level: str = "INFO"
+    max_upload_bytes: int = 10 * GiB
+    password_hash: str = DEFAULT_PASSWORD_HASH
+    password_hash_concurrency: int = 2
+    mongodb_timeout_ms: int = 5000
+    web_workers: int = 2
+    web_threads: int = 8
+
+    def __post_init__(self) -> None:
+        if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        if not self.mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError("MONGODB_URI must start with mongodb:// or mongodb+srv://")
+        if not self.mongodb_db or any(c in self.mongodb_db for c in '/\\. "$'):
+            raise ConfigError("MONGODB_DB must be a plain database name")
+        if not 0 < self.port < 65536:
+            raise ConfigError("PORT must be between 1 and 65535")
+        if self.token_life_minutes < 1:
+            raise ConfigError("TOKEN_LIFE_MINUTES must be at least 1")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        if self.max_upload_bytes < 1:
+            raise ConfigError("MAX_UPLOAD_BYTES must be positive")
+        if not self.password_hash.startswith("scrypt:") or len(self.password_hash.split(":")) != 4:
+            raise ConfigError("PASSWORD_HASH must look like scrypt:N:r:p")
+        if self.password_hash_concurrency < 1:
+            raise ConfigError("PASSWORD_HASH_CONCURRENCY must be at least 1")
+        if self.mongodb_timeout_ms < 100:
+            raise ConfigError("MONGODB_TIMEOUT_MS must be at least 100")
+        if self.web_workers < 1 or self.web_threads < 1:
+            raise ConfigError("WEB_WORKERS and WEB_THREADS must be at least 1")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Settings from ``environ`` (default: the process environment) over ``env_file``."""
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> Settings:
+        def required(name: str, hint: str) -> str:
+            value = values.get(name, "").strip()
+            if not value:
+                raise ConfigError(f"{name} is not set: {hint}")
+            return value
+
+        def integer(name: str, default: int) -> int:
+            raw = values.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer") from None
+
+        try:
+            key_ring = KeyRing.parse(
+                required("MASTER_KEYS", "expected id:base64key[,id:base64key...]")
+            )
+        except KeyRingError as exc:
+            raise ConfigError(f"MASTER_KEYS: {exc}") from None
+        return cls(
+            secret_key=required("SECRET_KEY", "set a random string of at least 32 bytes"),
+            master_keys=key_ring,
+            mongodb_uri=required(
+                "MONGODB_URI", "point it at MongoDB, or start the app with `make run`"
+            ),
+            mongodb_db=values.get("MONGODB_DB", "").strip() or "cryptofiles",
+            host=values.get("HOST", "").strip() or "127.0.0.1",
+            port=integer("PORT", 5000),
+            token_life_minutes=integer("TOKEN_LIFE_MINUTES", 30),
+            log_level=(values.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+            max_upload_bytes=integer("MAX_UPLOAD_BYTES", 10 * GiB),
+            password_hash=values.get("PASSWORD_HASH", "").strip() or DEFAULT_PASSWORD_HASH,
+            password_hash_concurrency=integer("PASSWORD_HASH_CONCURRENCY", 2),
+            mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", 5000),
+            web_workers=integer("WEB_WORKERS", 2),
+            web_threads=integer("WEB_THREADS", 8),
+        )

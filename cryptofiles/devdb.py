@@ -1,0 +1,249 @@
+"""The local database for development and tests: a real MongoDB-wire server on loopback.
+
+Used only when ``MONGODB_URI`` is not set. In order of preference: ``mongod`` on PATH, else FerretDB
+1.24 on its embedded SQLite backend, built from source with Go by ``python -m cryptofiles.devdb ensure``
+(which ``make`` runs) into the git-ignored ``tools/`` folder. Never an in-process fake: a test that
+passes against a fake proves nothing about MongoDB.
+
+Why FerretDB is built from its module source and not with a bare ``go install ...@v1.24.2``: such a
+binary panics at start-up ("Invalid build/version/version.txt file content"), because FerretDB 1.x
+reads its version from a file its release build generates (upstream issue FerretDB#2982). We fetch the
+same module through the Go module proxy, add that one file, as upstream's message says to, and build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+FERRETDB_VERSION = "v1.24.2"
+START_TIMEOUT_SECONDS = 30
+STOP_TIMEOUT_SECONDS = 10
+
+NO_SERVER_MESSAGE = (
+    "No MongoDB server is available. Any one of these fixes it:\n"
+    "  1. set MONGODB_URI to a MongoDB server you run (e.g. mongodb://127.0.0.1:27017/);\n"
+    "  2. put `mongod` on PATH (the project then starts its own on a free port);\n"
+    "  3. install Go (https://go.dev/doc/install) and run `make setup`: it builds FerretDB "
+    f"{FERRETDB_VERSION[1:]} into tools/."
+)
+
+
+class NoDatabaseServer(RuntimeError):
+    """Neither a URI, nor ``mongod``, nor FerretDB (nor Go to build it) is available."""
+
+
+class DatabaseStartError(RuntimeError):
+    """The local server did not start; the message carries the end of its log."""
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get("CRYPTOFILES_TOOLS_DIR", "tools")).resolve()
+
+
+def ferretdb_binary(tools: Path | None = None) -> Path:
+    return (tools or tools_dir()) / "ferretdb" / "bin" / "ferretdb"
+
+
+def find_server(tools: Path | None = None) -> tuple[str, Path]:
+    """``("mongod" | "ferretdb", path)`` of the server to start."""
+    mongod = shutil.which("mongod")
+    if mongod:
+        return "mongod", Path(mongod)
+    binary = ferretdb_binary(tools)
+    if binary.is_file():
+        return "ferretdb", binary
+    raise NoDatabaseServer(NO_SERVER_MESSAGE)
+
+
+def build_ferretdb(tools: Path | None = None, *, out: IO[str] = sys.stderr) -> Path:
+    """Build FerretDB into ``tools/ferretdb/bin`` unless it is there already. Idempotent."""
+    binary = ferretdb_binary(tools)
+    if binary.is_file():
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        raise NoDatabaseServer(NO_SERVER_MESSAGE)
+    print(
+        f"Building FerretDB {FERRETDB_VERSION} with Go into {binary.parent.parent} "
+        "(first time only; this takes a few minutes)...",
+        file=out,
+        flush=True,
+    )
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-buildvcs=false"}
+    download = subprocess.run(
+        [go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    module_dir = Path(json.loads(download.stdout)["Dir"])
+    source = binary.parent.parent / "src"
+    shutil.rmtree(source, ignore_errors=True)
+    # The module cache is read-only; build from a writable copy that carries version.txt.
+    shutil.copytree(module_dir, source)
+    for path in source.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o200)
+    (source / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(".partial")
+    subprocess.run(
+        [go, "build", "-trimpath", "-o", str(partial), "./cmd/ferretdb"],
+        cwd=source, env=env, check=True,
+    )  # fmt: skip
+    partial.rename(binary)  # only a complete build counts as installed
+    shutil.rmtree(source, ignore_errors=True)
+    print(f"FerretDB {FERRETDB_VERSION} is ready: {binary}", file=out, flush=True)
+    return binary
+
+
+def ensure_server(environ: dict[str, str] | None = None, *, out: IO[str] = sys.stderr) -> None:
+    """Set-up step: make sure `make run` and `make test` will have a database to talk to."""
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get("MONGODB_URI"):
+        print("MONGODB_URI is set: the project will use that server.", file=out)
+    elif shutil.which("mongod"):
+        print("mongod found on PATH: the project will start its own.", file=out)
+    else:
+        build_ferretdb(out=out)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    # Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL, so a
+    # crashed `make run` or test run never leaves a database behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class LocalDatabase:
+    """A database server process on a free loopback port, with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, tools: Path | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.tools = tools
+        self.process: subprocess.Popen[bytes] | None = None
+        self.uri = ""
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "server.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def start(self) -> str:
+        kind, binary = find_server(self.tools)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
+        for _attempt in range(3):  # a free port can be taken between our probe and the bind
+            port = free_port()
+            self.process = self._spawn(kind, binary, port)
+            if self._wait_ready(port):
+                self.uri = f"mongodb://127.0.0.1:{port}/"
+                return self.uri
+            self.stop()
+        tail = self.log_file.read_text(errors="replace")[-2000:]
+        raise DatabaseStartError(f"{kind} did not start; end of {self.log_file}:\n{tail}")
+
+    def _spawn(self, kind: str, binary: Path, port: int) -> subprocess.Popen[bytes]:
+        if kind == "mongod":
+            args = [str(binary), "--dbpath", str(self.data_dir), "--bind_ip", "127.0.0.1",
+                    "--port", str(port), "--quiet"]  # fmt: skip
+        else:
+            args = [
+                str(binary),
+                "--handler=sqlite",
+                f"--sqlite-url=file:{self.data_dir}/",
+                f"--state-dir={self.data_dir}",
+                f"--listen-addr=127.0.0.1:{port}",
+                "--debug-addr=-",  # no debug HTTP listener
+                "--telemetry=disable",
+                "--log-level=warn",
+            ]
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=die_with_parent,
+            )  # fmt: skip
+        self.pid_file.write_text(str(process.pid))
+        return process
+
+    def _wait_ready(self, port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.pid_file.unlink(missing_ok=True)
+
+    def _stop_leftover(self) -> None:
+        """A server left by a run that died (pid file present): stop it, then start afresh."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.data_dir).encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(STOP_TIMEOUT_SECONDS * 10):
+                    os.kill(pid, 0)
+                    time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalDatabase:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["ensure"]:
+        print("usage: python -m cryptofiles.devdb ensure", file=sys.stderr)
+        return 2
+    try:
+        ensure_server()
+    except NoDatabaseServer as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"Building FerretDB failed ({exc}); see the output above.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The local launcher behind ``make run``: secrets, database, then the production WSGI server.
+
+1. Settings come from the environment over ``.env``. ``SECRET_KEY`` and ``MASTER_KEYS`` missing from
+   both are generated once into ``var/secrets.env`` (git-ignored, mode 0600) and reused afterwards.
+2. Without ``MONGODB_URI`` a local server is started (``cryptofiles.devdb``) with its data in
+   ``var/db``, and stopped when this launcher stops.
+3. gunicorn serves ``create_app()`` with threaded workers until interrupted.
+
+In production, run gunicorn yourself with the same options (see README) and real secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from cryptofiles.config import ConfigError, Settings
+from cryptofiles.crypto import KeyRing
+from cryptofiles.devdb import DatabaseStartError, LocalDatabase, NoDatabaseServer, die_with_parent
+
+log = logging.getLogger("cryptofiles.serve")
+
+GENERATED_SECRETS = {
+    "SECRET_KEY": lambda: secrets.token_urlsafe(48),
+    "MASTER_KEYS": lambda: KeyRing.generate_entry("local1"),
+}
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("CRYPTOFILES_VAR_DIR", "var")).resolve()
+
+
+def load_values(env_file: Path = Path(".env")) -> dict[str, str]:
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def ensure_secrets(values: Mapping[str, str], secrets_file: Path) -> dict[str, str]:
+    """``values`` with every missing secret taken from, or first generated into, ``secrets_file``."""
+    result = dict(values)
+    missing = [name for name in GENERATED_SECRETS if not result.get(name)]
+    if not missing:
+        return result
+    stored = {k: v for k, v in dotenv_values(secrets_file).items() if v} if secrets_file.exists() else {}
+    new = {name: GENERATED_SECRETS[name]() for name in missing if name not in stored}
+    if new:
+        secrets_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as out:
+            out.writelines(f"{name}={value}\n" for name, value in new.items())
+        os.chmod(secrets_file, 0o600)
+        log.warning(
+            "Generated %s into %s (mode 0600). Keep that file: without its MASTER_KEYS the stored "
+            "files cannot be decrypted.", ", ".join(new), secrets_file,
+        )  # fmt: skip
+    result.update({name: stored.get(name) or new[name] for name in missing})
+    return result
+
+
+def gunicorn_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{settings.host}:{settings.port}",
+        # Threads, not processes, carry concurrent uploads: each streams through constant memory
+        # and spends its time in I/O and in C (AES-GCM, socket copies) that release the GIL.
+        "--worker-class", "gthread",
+        "--workers", str(settings.web_workers),
+        "--threads", str(settings.web_threads),
+        # The seed's header names contain underscores (New_User_Name); gunicorn drops such headers
+        # unless told otherwise. We read only our own exact names, so the ambiguity it guards
+        # against (X-Foo vs X_Foo set by a proxy) gives an attacker nothing here.
+        "--header-map", "dangerous",
+        "--timeout", "120",
+        "--graceful-timeout", "30",
+        "--access-logfile", "-",
+        "--log-level", settings.log_level.lower(),
+        "cryptofiles.app:create_app()",
+    ]  # fmt: skip
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    values = ensure_secrets(load_values(), var_dir() / "secrets.env")
+    database: LocalDatabase | None = None
+    try:
+        if not values.get("MONGODB_URI"):
+            database = LocalDatabase(var_dir() / "db")
+            values["MONGODB_URI"] = database.start()
+            log.info("Started a local database at %s (data in %s)", database.uri, database.data_dir)
+        settings = Settings.from_mapping(values)
+        log.info("Serving on http://%s:%d", settings.host, settings.port)
+        server = subprocess.Popen(
+            gunicorn_command(settings), env={**os.environ, **values}, preexec_fn=die_with_parent
+        )
+        # Pass a stop request on to gunicorn and wait for its graceful shutdown.
+        signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+        try:
+            return server.wait()
+        except KeyboardInterrupt:  # gunicorn, in our process group, got the SIGINT too
+            return server.wait()
+    except (ConfigError, NoDatabaseServer, DatabaseStartError) as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if database is not None:
+            database.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

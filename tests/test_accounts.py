@@ -1,0 +1,332 @@
+"""The seed's account contract over HTTP: registration, login, test_login, logout."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import PASSWORD, Accounts
+
+REGISTER = ("New_User_Name", "New_User_Password")
+LOGIN = ("User_Name", "User_Password")
+JSON = {"Accept": "application/json"}
+
+
+def register(client: FlaskClient, name: str, password: str, **kw: Any) -> Any:
+    return client.post("/registration", headers={REGISTER[0]: name, REGISTER[1]: password}, **kw)
+
+
+def login(client: FlaskClient, name: str, password: str, **kw: Any) -> Any:
+    return client.get("/login", headers={LOGIN[0]: name, LOGIN[1]: password}, **kw)
+
+
+# -- the happy path, as the seed's curl examples do it ------------------------------------------
+
+
+def test_register_login_test_login(client: FlaskClient) -> None:
+    response = register(client, "User1", "Password")
+    assert response.status_code == 201
+    assert response.mimetype == "text/plain"
+    assert "User1" in response.text
+
+    response = login(client, "User1", "Password")
+    assert response.status_code == 200
+    token = response.text
+    assert token.count(".") == 2  # a bare JWT, nothing around it
+    assert response.headers["Cache-Control"] == "no-store"
+
+    response = client.get("/test_login", headers={"x-access-tokens": token})
+    assert response.status_code == 200
+    assert response.text == "Login is OK, your name: User1"
+
+
+def test_json_bodies_work_like_headers(client: FlaskClient) -> None:
+    response = client.post(
+        "/registration", json={"New_User_Name": "json.user", "New_User_Password": PASSWORD}
+    )
+    assert response.status_code == 201
+    response = client.get("/login", json={"User_Name": "json.user", "User_Password": PASSWORD})
+    assert response.status_code == 200
+    response = client.get("/test_login", headers={"Authorization": f"Bearer {response.text}"})
+    assert response.text == "Login is OK, your name: json.user"
+
+
+def test_json_answers_when_asked(client: FlaskClient) -> None:
+    response = client.post(
+        "/registration", headers={**JSON, REGISTER[0]: "User1", REGISTER[1]: PASSWORD}
+    )
+    assert response.status_code == 201
+    assert response.json["name"] == "User1"
+    response = client.get("/login", headers={**JSON, LOGIN[0]: "User1", LOGIN[1]: PASSWORD})
+    body = response.json
+    assert set(body) == {"token", "token_type", "expires_at"}
+    assert body["token_type"] == "Bearer"
+    response = client.get("/test_login", headers={**JSON, "x-access-tokens": body["token"]})
+    assert response.json == {"message": "Login is OK", "name": "User1"}
+
+
+def test_non_ascii_password_same_in_header_and_json(client: FlaskClient) -> None:
+    password = "пароль-надёжный"
+    # A client such as curl sends header bytes as UTF-8; WSGI hands them over as latin-1.
+    raw_header = password.encode("utf-8").decode("latin-1")
+    response = client.post(
+        "/registration", headers={REGISTER[0]: "ivan", REGISTER[1]: raw_header}
+    )
+    assert response.status_code == 201
+    response = client.get("/login", json={LOGIN[0]: "ivan", LOGIN[1]: password})
+    assert response.status_code == 200
+
+
+# -- bad input: clear 400s that change nothing --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "missing"),
+    [
+        ({}, "New_User_Name and New_User_Password"),
+        ({"New_User_Name": "User1"}, "New_User_Password"),
+        ({"New_User_Password": PASSWORD}, "New_User_Name"),
+        ({"New_User_Name": "", "New_User_Password": ""}, "New_User_Name and New_User_Password"),
+    ],
+)
+def test_registration_missing_fields(
+    client: FlaskClient, db: Any, headers: dict[str, str], missing: str
+) -> None:
+    response = client.post("/registration", headers=headers)
+    assert response.status_code == 400
+    assert f"Missing {missing}" in response.text
+    assert db.users.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("headers", [{}, {"User_Name": "User1"}, {"User_Password": PASSWORD}])
+def test_login_missing_fields(client: FlaskClient, headers: dict[str, str]) -> None:
+    response = client.get("/login", headers=headers)
+    assert response.status_code == 400
+    assert "Missing" in response.text
+
+
+@pytest.mark.parametrize(
+    "name", ["ab", "x" * 65, "has space", "semi;colon", "../etc", "name\u00e9", "a$b"]
+)
+def test_registration_name_rule(client: FlaskClient, db: Any, name: str) -> None:
+    response = client.post("/registration", json={REGISTER[0]: name, REGISTER[1]: PASSWORD})
+    assert response.status_code == 400
+    assert "User name must be 3-64 characters" in response.text
+    assert db.users.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("name", ["abc", "x" * 64, "User1", "a.b_c-d"])
+def test_registration_name_rule_accepts(client: FlaskClient, name: str) -> None:
+    assert register(client, name, PASSWORD).status_code == 201
+
+
+@pytest.mark.parametrize("password", ["short", "1234567", "я" * 513])
+def test_registration_password_rule(client: FlaskClient, db: Any, password: str) -> None:
+    response = client.post("/registration", json={REGISTER[0]: "User1", REGISTER[1]: password})
+    assert response.status_code == 400
+    assert "Password must be at least 8 characters and at most 1024 bytes" in response.text
+    assert db.users.count_documents({}) == 0
+
+
+def test_password_of_exactly_1024_bytes_is_accepted(client: FlaskClient) -> None:
+    response = client.post("/registration", json={REGISTER[0]: "User1", REGISTER[1]: "я" * 512})
+    assert response.status_code == 201
+
+
+def test_existing_name_is_400_and_changes_nothing(client: FlaskClient, db: Any) -> None:
+    assert register(client, "User1", PASSWORD).status_code == 201
+    before = db.users.find_one({"name": "User1"})
+    response = register(client, "User1", "another password")
+    assert response.status_code == 400
+    assert response.text == "This user name is already taken.\n"
+    assert db.users.count_documents({}) == 1
+    assert db.users.find_one({"name": "User1"}) == before
+    assert login(client, "User1", PASSWORD).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {REGISTER[0]: {"$gt": ""}, REGISTER[1]: PASSWORD},
+        {REGISTER[0]: "User1", REGISTER[1]: ["list"]},
+        {REGISTER[0]: 12345, REGISTER[1]: PASSWORD},
+    ],
+)
+def test_non_string_json_fields(client: FlaskClient, db: Any, body: dict[str, Any]) -> None:
+    response = client.post("/registration", json=body)
+    assert response.status_code == 400
+    assert "must be a string" in response.text
+    assert db.users.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("data", ["not json", "[1, 2]", '"text"'])
+def test_malformed_json_body(client: FlaskClient, data: str) -> None:
+    response = client.post("/registration", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON object" in response.text
+
+
+def test_operator_object_cannot_log_in(client: FlaskClient, accounts: Accounts) -> None:
+    accounts.register("User1")
+    response = client.get("/login", json={LOGIN[0]: "User1", LOGIN[1]: {"$ne": "x"}})
+    assert response.status_code == 400
+
+
+# -- wrong credentials ----------------------------------------------------------------------------
+
+
+def test_unknown_user_and_wrong_password_look_the_same(
+    client: FlaskClient, accounts: Accounts
+) -> None:
+    accounts.register("User1")
+    wrong_password = login(client, "User1", "not the password")
+    unknown_user = login(client, "Nobody", "not the password")
+    invalid_name = login(client, "no such name!", "not the password")
+    for response in (wrong_password, unknown_user, invalid_name):
+        assert response.status_code == 401
+        assert response.text == wrong_password.text
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_problem_json_errors(client: FlaskClient) -> None:
+    response = client.get(
+        "/login", headers={**JSON, LOGIN[0]: "Nobody", LOGIN[1]: "not the password"}
+    )
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    problem = json.loads(response.text)
+    assert problem == {
+        "type": "about:blank",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "Wrong user name or password.",
+    }
+
+
+def test_unknown_route_is_a_plain_404(client: FlaskClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.mimetype == "text/plain"
+
+
+def test_wrong_method_is_405_with_allow(client: FlaskClient) -> None:
+    response = client.get("/registration")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_missing_token(client: FlaskClient) -> None:
+    response = client.get("/test_login")
+    assert response.status_code == 401
+    assert response.text == "A valid token is missing.\n"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-access-tokens": "garbage"},
+        {"x-access-tokens": "a.b.c"},
+        {"Authorization": "Bearer garbage"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+    ],
+)
+def test_malformed_tokens(client: FlaskClient, headers: dict[str, str]) -> None:
+    assert client.get("/test_login", headers=headers).status_code == 401
+
+
+def test_bearer_and_seed_header_are_equivalent(client: FlaskClient, accounts: Accounts) -> None:
+    token = accounts.token()
+    for headers in (
+        {"x-access-tokens": token},
+        {"Authorization": f"Bearer {token}"},
+        {"Authorization": f"bearer {token}"},
+        {"x-access-tokens": token, "Authorization": f"Bearer {token}"},
+    ):
+        assert client.get("/test_login", headers=headers).status_code == 200
+
+
+def test_two_different_tokens_are_refused(client: FlaskClient, accounts: Accounts) -> None:
+    first = accounts.token("first")
+    second = accounts.token("second")
+    headers = {"x-access-tokens": first, "Authorization": f"Bearer {second}"}
+    assert client.get("/test_login", headers=headers).status_code == 401
+
+
+def test_token_in_query_string_is_ignored(client: FlaskClient, accounts: Accounts) -> None:
+    token = accounts.token()
+    assert client.get(f"/test_login?x-access-tokens={token}").status_code == 401
+    assert client.get(f"/test_login?token={token}").status_code == 401
+
+
+def test_logout_revokes_only_that_token(client: FlaskClient, accounts: Accounts, db: Any) -> None:
+    accounts.register("User1")
+    first = accounts.login("User1")
+    second = accounts.login("User1")
+    response = client.post("/logout", headers={"Authorization": f"Bearer {first}"})
+    assert response.status_code == 200
+    assert client.get("/test_login", headers=accounts.headers(first)).status_code == 401
+    assert client.post("/logout", headers=accounts.headers(first)).status_code == 401
+    assert client.get("/test_login", headers=accounts.headers(second)).status_code == 200
+    assert db.revoked_tokens.count_documents({}) == 1
+
+
+def test_logout_holds_for_every_app_instance(
+    settings: Any, accounts: Accounts, client: FlaskClient
+) -> None:
+    from cryptofiles.app import create_app
+
+    token = accounts.token()
+    other_app = create_app(settings)
+    other_instance = other_app.test_client()
+    try:
+        assert other_instance.get("/test_login", headers=accounts.headers(token)).status_code == 200
+        client.post("/logout", headers=accounts.headers(token))
+        assert other_instance.get("/test_login", headers=accounts.headers(token)).status_code == 401
+    finally:
+        other_app.extensions["cryptofiles.storage"].close()
+
+
+def test_token_of_deleted_user_is_refused(
+    client: FlaskClient, accounts: Accounts, db: Any
+) -> None:
+    token = accounts.token()
+    db.users.delete_one({"name": "User1"})
+    assert client.get("/test_login", headers=accounts.headers(token)).status_code == 401
+
+
+def test_revoked_tokens_expire(app: Any, db: Any) -> None:
+    """MongoDB drops expired rows through a TTL index; where the server has none, we purge them."""
+    storage = app.extensions["cryptofiles.storage"]
+    indexes = db.revoked_tokens.index_information()
+    if storage.ttl_supported:
+        assert indexes["expire_revoked_tokens"]["expireAfterSeconds"] == 0
+        return
+    assert "revoked_tokens_expiry" in indexes
+    now = datetime.now(UTC)
+    storage.revoke_token("old", now - timedelta(minutes=1), now - timedelta(minutes=2))
+    assert storage.is_token_revoked("old")
+    storage.revoke_token("new", now + timedelta(minutes=1), now)  # purges what expired by now
+    assert not storage.is_token_revoked("old")
+    assert storage.is_token_revoked("new")
+
+
+def test_unique_indexes_exist(db: Any) -> None:
+    indexes = db.users.index_information()
+    assert indexes["unique_name"]["unique"] is True
+    assert indexes["unique_public_id"]["unique"] is True
+
+
+# -- health -----------------------------------------------------------------------------------------
+
+
+def test_healthz_and_readyz(client: FlaskClient) -> None:
+    assert client.get("/healthz").text == "ok"
+    assert client.get("/readyz").text == "ready"
