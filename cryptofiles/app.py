@@ -7,17 +7,23 @@ in ``auth.Authenticator`` and ``storage.Storage``.
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
+import urllib.parse
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request, url_for
+from werkzeug.http import parse_options_header
 
-from cryptofiles import auth
+from cryptofiles import auth, crypto
 from cryptofiles.auth import Authenticator, PasswordHasher, TokenService, token_required
 from cryptofiles.config import Settings
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
-from cryptofiles.storage import Storage
+from cryptofiles.files import ByteRange, FileService, UploadInterrupted, UploadTooLarge
+from cryptofiles.storage import FileRecord, Storage
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,9 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     # Uploads stream through our own size guard; Flask's limit would only apply to form parsing.
     app.config["MAX_CONTENT_LENGTH"] = None
 
-    storage = Storage(settings.mongodb_uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms)
+    storage = Storage(
+        settings.mongodb_uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms
+    )
     storage.ensure_indexes()
     authenticator = Authenticator(
         storage,
@@ -39,12 +47,16 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
         TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
         clock,
     )
+    files = FileService(storage, settings.master_keys, clock, settings.max_upload_bytes)
+    files.sweep()  # leftovers of uploads that a crash interrupted
     app.extensions["cryptofiles.settings"] = settings
     app.extensions["cryptofiles.storage"] = storage
+    app.extensions["cryptofiles.files"] = files
     app.extensions[auth.EXTENSION_KEY] = authenticator
 
     register_error_handlers(app)
     register_routes(app)
+    register_file_routes(app)
     return app
 
 
@@ -54,6 +66,10 @@ def _authenticator() -> Authenticator:
 
 def _storage() -> Storage:
     return current_app.extensions["cryptofiles.storage"]  # type: ignore[no-any-return]
+
+
+def _files() -> FileService:
+    return current_app.extensions["cryptofiles.files"]  # type: ignore[no-any-return]
 
 
 def reply(text: str, status: int = 200, json: dict[str, Any] | None = None) -> Response:
@@ -130,7 +146,9 @@ def register_routes(app: Flask) -> None:
     @token_required
     def test_login() -> Response:
         name = g.principal.user.name
-        return reply(f"Login is OK, your name: {name}", json={"message": "Login is OK", "name": name})
+        return reply(
+            f"Login is OK, your name: {name}", json={"message": "Login is OK", "name": name}
+        )
 
     @app.post("/logout")
     @token_required
@@ -146,3 +164,153 @@ def register_routes(app: Flask) -> None:
     def readyz() -> Response:
         _storage().ping()  # DatabaseUnavailable becomes 503
         return reply("ready", json={"status": "ready"})
+
+
+# -- files --------------------------------------------------------------------------------------
+
+# How much of the request body is read at a time: one segment's worth keeps the pipeline simple.
+BODY_BLOCK = crypto.SEGMENT_SIZE
+MAX_FILE_NAME_CHARS = 255
+CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1,63}")
+CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def request_body() -> Iterator[bytes]:
+    """The raw request body in blocks, whether sized by Content-Length or chunked."""
+    stream = request.stream
+    while True:
+        try:
+            block = stream.read(BODY_BLOCK)
+        except Exception as exc:
+            # werkzeug (short body) and gunicorn (broken chunking, reset) raise different types;
+            # for us they all mean the same: the client stopped sending.
+            raise UploadInterrupted("The upload was cut off before the end of the body.") from exc
+        if not block:
+            return
+        yield block
+
+
+def upload_name() -> str | None:
+    """The file name from ``X-File-Name`` or the ``filename`` of ``Content-Disposition``."""
+    name = request.headers.get("X-File-Name")
+    if name is not None:
+        name = _header_text("X-File-Name", name)
+    elif "Content-Disposition" in request.headers:
+        _, options = parse_options_header(request.headers["Content-Disposition"])
+        name = options.get("filename")
+    if not name:
+        return None
+    if len(name) > MAX_FILE_NAME_CHARS or CONTROL_CHARS_RE.search(name):
+        raise ApiError(
+            400,
+            f"The file name must be at most {MAX_FILE_NAME_CHARS} characters, no control characters.",
+        )
+    return name
+
+
+def upload_content_type() -> str | None:
+    value = request.headers.get("X-Content-Type", "").strip()
+    if not value:
+        return None
+    if not CONTENT_TYPE_RE.fullmatch(value):
+        raise ApiError(400, "X-Content-Type must be a media type such as text/plain.")
+    return value.lower()
+
+
+def file_json(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "content_type": record.content_type,
+        "size": record.size,
+        "stored_size": record.stored_size,
+        "created_at": record.created_at.isoformat(),
+    }
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition value that survives any file name (RFC 6266 with RFC 8187)."""
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "file"
+    quoted = urllib.parse.quote(filename, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"
+
+
+def requested_range(length: int, etag: str) -> ByteRange | None:
+    """The single byte range asked for, or None for the whole body; 416 when unsatisfiable.
+
+    Several ranges at once, or an ``If-Range`` that does not name this file's ETag, are answered
+    with the whole body, as RFC 9110 allows.
+    """
+    ranges = request.range
+    if ranges is None or len(ranges.ranges) != 1:
+        return None
+    if "If-Range" in request.headers and request.if_range.etag != etag:
+        return None
+    span = ranges.range_for_length(length)
+    if span is None:
+        raise ApiError(
+            416, "The requested range is not satisfiable.", {"Content-Range": f"bytes */{length}"}
+        )
+    return ByteRange(*span)
+
+
+def register_file_routes(app: Flask) -> None:
+    @app.post("/upload")
+    @token_required
+    def upload() -> Response:
+        limit = _files().max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise UploadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+        record = _files().upload(
+            g.principal.user.public_id,
+            request_body(),
+            name=upload_name(),
+            content_type=upload_content_type(),
+        )
+        response = reply(record.id, 201, json=file_json(record))
+        response.headers["Location"] = url_for("download", file_id=record.id)
+        return response
+
+    @app.get("/files/<file_id>")
+    @token_required
+    def download(file_id: str) -> Response:
+        record = _files().get(file_id)
+        etag = record.id  # files never change, so the id is a strong validator
+        if request.if_none_match.contains(etag):
+            return Response(status=304, headers={"ETag": f'"{etag}"'})
+        span = requested_range(record.stored_size, etag)
+        response = Response(
+            _files().ciphertext(record, span),
+            status=206 if span else 200,
+            mimetype="application/octet-stream",
+            direct_passthrough=True,
+        )
+        response.content_length = span.length if span else record.stored_size
+        if span:
+            response.headers["Content-Range"] = (
+                f"bytes {span.start}-{span.stop - 1}/{record.stored_size}"
+            )
+        response.headers["Accept-Ranges"] = "bytes"
+        response.headers["ETag"] = f'"{etag}"'
+        response.headers["Content-Disposition"] = attachment(f"{record.name or record.id}.enc")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.get("/files/<file_id>/key")
+    @token_required
+    def file_key(file_id: str) -> Response:
+        record = _files().get(file_id, owner=g.principal.user.public_id)
+        key = base64.b64encode(_files().key(record)).decode()
+        response = reply(
+            key,
+            json={
+                "id": record.id,
+                "key": key,
+                "encoding": "base64",
+                "algorithm": crypto.ALGORITHM,
+                "format": crypto.FORMAT,
+                "segment_size": crypto.SEGMENT_SIZE,
+            },
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response

@@ -154,7 +154,7 @@ class TokenService:
             raise InvalidToken("Token is invalid or expired.") from None
         if not all(isinstance(claims[c], str) and claims[c] for c in ("sub", "jti")):
             raise InvalidToken("Token is invalid or expired.")
-        return cast(dict[str, Any], claims)
+        return claims
 
 
 class Authenticator:

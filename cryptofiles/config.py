@@ -22,7 +22,7 @@ MIN_SECRET_KEY_BYTES = 32
 
 # OWASP Password Storage Cheat Sheet: scrypt N=2^15, r=8, p=3 (32 MiB, ~0.3 s here) is one of the
 # recommended equal-strength settings. In werkzeug's "method:args" notation.
-DEFAULT_PASSWORD_HASH = "scrypt:32768:8:3"
+DEFAULT_PASSWORD_HASH = "scrypt:32768:8:3"  # noqa: S105 (a cost setting, not a secret)
 
 GiB = 1 << 30
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import auth, storage
+from cryptofiles import auth, crypto, files, storage
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,22 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (storage.NameTaken, 400),
     (auth.InvalidCredentials, 401),
     (auth.InvalidToken, 401),
+    (files.EmptyUpload, 400),
+    (files.UploadInterrupted, 400),
+    (files.NoSuchFile, 404),
+    (files.UploadTooLarge, 413),
     (auth.Busy, 503),
     (storage.DatabaseUnavailable, 503),
+    # Server-side faults: logged with their cause, answered with a generic message.
+    (crypto.CryptoError, 500),
+    (storage.StorageError, 500),
 )
 
-SAFE_MESSAGES = {
+SAFE_MESSAGES: dict[type[Exception], str] = {
     storage.NameTaken: "This user name is already taken.",
     storage.DatabaseUnavailable: "The database is unavailable; try again shortly.",
 }
+INTERNAL_ERROR = "Internal server error."
 
 
 def wants_json() -> bool:
@@ -81,8 +89,8 @@ def register_error_handlers(app: Flask) -> None:
         def handle(exc: Exception, status: int = status) -> Response:
             if status >= 500:
                 log.warning("request failed: %s: %s", type(exc).__name__, exc)
-            detail = SAFE_MESSAGES.get(type(exc), str(exc))
-            return error_response(status, detail)
+            default = INTERNAL_ERROR if status == 500 else str(exc)
+            return error_response(status, SAFE_MESSAGES.get(type(exc), default))
 
         app.register_error_handler(exc_type, handle)
 
@@ -95,4 +103,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(500, "Internal server error.")
+        return error_response(500, INTERNAL_ERROR)

@@ -50,7 +50,9 @@ def ensure_secrets(values: Mapping[str, str], secrets_file: Path) -> dict[str, s
     missing = [name for name in GENERATED_SECRETS if not result.get(name)]
     if not missing:
         return result
-    stored = {k: v for k, v in dotenv_values(secrets_file).items() if v} if secrets_file.exists() else {}
+    stored = (
+        {k: v for k, v in dotenv_values(secrets_file).items() if v} if secrets_file.exists() else {}
+    )
     new = {name: GENERATED_SECRETS[name]() for name in missing if name not in stored}
     if new:
         secrets_file.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,9 @@ def gunicorn_command(settings: Settings) -> list[str]:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     values = ensure_secrets(load_values(), var_dir() / "secrets.env")
     database: LocalDatabase | None = None
     try:

@@ -6,6 +6,17 @@ Collections:
 - ``revoked_tokens``: ``_id`` = the token's ``jti``, ``expires_at``. A TTL index lets MongoDB drop a
   row once the token would have expired anyway. FerretDB 1.x has no TTL indexes: there we keep a plain
   index and purge expired rows ourselves whenever a token is revoked.
+- ``files``: one record per file: ``_id`` (UUIDv4 text, the public file id), ``owner`` (user public
+  id), ``name``, ``content_type``, ``size`` (plaintext), ``stored_size`` (ciphertext), ``wrapped_key``,
+  ``kek_id``, ``status`` (``pending`` while uploading, ``complete`` once stored), ``created_at``,
+  ``heartbeat_at`` (refreshed while an upload runs).
+- GridFS bucket ``ciphertext`` (``ciphertext.files``, ``ciphertext.chunks``): the encrypted bytes, in
+  1 MiB chunks, under the same id as the record.
+
+Write order, because GridFS cannot join a transaction (and FerretDB has none): the record first
+(pending), then the chunks, then the record is marked complete. Removal goes the other way: chunks
+first, the record last. So chunks never exist without a record that names them, only complete
+records are served, and a sweep of stale pending records finishes any removal a crash interrupted.
 
 Only this module imports pymongo. It raises its own small exception family, which the app maps to HTTP
 answers in one place.
@@ -16,11 +27,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import gridfs
 import pymongo
+from bson.binary import Binary
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 
@@ -32,11 +45,18 @@ class DatabaseUnavailable(StorageError):
     """The database could not be reached or failed; the request may be retried later."""
 
 
+# Chunks per server reply when reading a file: bounded memory, few round trips.
+CHUNK_BATCH = 4
+
 NOT_IMPLEMENTED = 238  # MongoDB's error code for an unsupported feature
 
 
 class NameTaken(StorageError):
     """A user with this name already exists."""
+
+
+class CorruptFile(StorageError):
+    """A stored file's chunks are missing or of the wrong size."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +71,39 @@ class User:
         return cls(doc["public_id"], doc["name"], doc["password_hash"], doc["created_at"])
 
 
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    id: str
+    owner: str
+    name: str | None
+    content_type: str | None
+    wrapped_key: bytes = dataclasses.field(repr=False)
+    kek_id: str
+    created_at: datetime
+    size: int = 0
+    stored_size: int = 0
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> FileRecord:
+        return cls(
+            id=doc["_id"],
+            owner=doc["owner"],
+            name=doc.get("name"),
+            content_type=doc.get("content_type"),
+            wrapped_key=bytes(doc["wrapped_key"]),
+            kek_id=doc["kek_id"],
+            created_at=doc["created_at"],
+            size=doc.get("size", 0),
+            stored_size=doc.get("stored_size", 0),
+        )
+
+
 class Storage:
     """The service's database. One instance per app; pymongo's client is thread-safe and pooled."""
 
-    def __init__(self, uri: str, db_name: str, *, timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, uri: str, db_name: str, *, timeout_ms: int = 5000, chunk_size: int = 1 << 20
+    ) -> None:
         # Short timeouts: when the database is gone a request should fail fast with 503, not hang a
         # worker thread for pymongo's 30 s default.
         self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
@@ -68,6 +117,11 @@ class Storage:
         self.users = self.db["users"]
         self.revoked_tokens = self.db["revoked_tokens"]
         self.ttl_supported = True  # until the server says otherwise
+        self.files = self.db["files"]
+        self.chunk_size = chunk_size
+        self.bucket = gridfs.GridFSBucket(self.db, "ciphertext", chunk_size_bytes=chunk_size)
+        self.chunks = self.db["ciphertext.chunks"]
+        self.gridfs_files = self.db["ciphertext.files"]
 
     def close(self) -> None:
         self.client.close()
@@ -86,6 +140,12 @@ class Storage:
                     raise
                 self.ttl_supported = False
                 self.revoked_tokens.create_index("expires_at", name="revoked_tokens_expiry")
+            self.files.create_index([("owner", 1), ("created_at", -1)], name="files_by_owner")
+            self.files.create_index([("status", 1), ("heartbeat_at", 1)], name="files_by_status")
+            # GridFS's own index; pymongo creates it on first write, we create it up front.
+            self.chunks.create_index(
+                [("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1"
+            )
 
     def ping(self) -> None:
         with _mapped_errors():
@@ -122,6 +182,89 @@ class Storage:
             self.users.update_one(
                 {"public_id": public_id}, {"$set": {"password_hash": password_hash}}
             )
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def insert_pending_file(self, record: FileRecord, now: datetime) -> None:
+        doc = dataclasses.asdict(record)
+        doc["_id"] = doc.pop("id")
+        doc["wrapped_key"] = Binary(record.wrapped_key)
+        doc.update(status="pending", heartbeat_at=now)
+        with _mapped_errors():
+            self.files.insert_one(doc)
+
+    def touch_pending_file(self, file_id: str, now: datetime) -> None:
+        """Tell sweepers in every instance that this upload is still alive."""
+        with _mapped_errors():
+            self.files.update_one(
+                {"_id": file_id, "status": "pending"}, {"$set": {"heartbeat_at": now}}
+            )
+
+    @contextlib.contextmanager
+    def chunk_writer(self, file_id: str) -> Iterator[Callable[[bytes], None]]:
+        """A GridFS upload stream for ``file_id``; aborted (chunks deleted) if the block fails."""
+        with _mapped_errors():
+            stream = self.bucket.open_upload_stream_with_id(file_id, file_id)
+        try:
+            with _mapped_errors():
+                yield stream.write
+                stream.close()
+        except BaseException:
+            # pymongo leaves written chunks behind unless the stream is aborted explicitly.
+            with contextlib.suppress(PyMongoError):
+                stream.abort()
+            raise
+
+    def complete_file(self, file_id: str, size: int, stored_size: int) -> None:
+        with _mapped_errors():
+            self.files.update_one(
+                {"_id": file_id, "status": "pending"},
+                {"$set": {"status": "complete", "size": size, "stored_size": stored_size},
+                 "$unset": {"heartbeat_at": ""}},
+            )  # fmt: skip
+
+    def discard_file(self, file_id: str) -> None:
+        """Remove a file's chunks, its GridFS entry, and last its record. Idempotent."""
+        with _mapped_errors():
+            self.chunks.delete_many({"files_id": file_id})
+            self.gridfs_files.delete_one({"_id": file_id})
+            self.files.delete_one({"_id": file_id})
+
+    def complete_file_by_id(self, file_id: str) -> FileRecord | None:
+        """The record of a completely stored file; pending or missing files are None alike."""
+        with _mapped_errors():
+            doc = self.files.find_one({"_id": file_id, "status": "complete"})
+        return FileRecord.from_doc(doc) if doc else None
+
+    def read_chunks(self, file_id: str, first: int, last: int) -> Iterator[bytes]:
+        """Chunks ``first``..``last`` (inclusive) of a stored file, in order, checked for gaps.
+
+        We read ``ciphertext.chunks`` directly rather than through GridOut: this serves byte ranges
+        from only the chunks they touch, and the small batch size keeps every server reply (and our
+        memory) to a few chunks. Without it FerretDB answers a whole file in one reply.
+        """
+        expected = first
+        with _mapped_errors():
+            cursor = self.chunks.find(
+                {"files_id": file_id, "n": {"$gte": first, "$lte": last}},
+                sort=[("n", 1)],
+                batch_size=CHUNK_BATCH,
+            )
+            with cursor:
+                for chunk in cursor:
+                    if chunk["n"] != expected:
+                        raise CorruptFile(f"{file_id}: chunk {expected} is missing")
+                    expected += 1
+                    yield chunk["data"]
+        if expected != last + 1:
+            raise CorruptFile(f"{file_id}: chunk {expected} is missing")
+
+    def stale_pending_files(self, heartbeat_before: datetime) -> list[str]:
+        with _mapped_errors():
+            cursor = self.files.find(
+                {"status": "pending", "heartbeat_at": {"$lt": heartbeat_before}}, {"_id": 1}
+            )
+            return [doc["_id"] for doc in cursor]
 
     # -- revoked tokens ------------------------------------------------------------------------
 
