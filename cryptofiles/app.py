@@ -172,22 +172,30 @@ def register_routes(app: Flask) -> None:
 BODY_BLOCK = crypto.SEGMENT_SIZE
 MAX_FILE_NAME_CHARS = 255
 CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1,63}")
+CUT_OFF = "The upload was cut off before the end of the body."
 CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def request_body() -> Iterator[bytes]:
     """The raw request body in blocks, whether sized by Content-Length or chunked."""
     stream = request.stream
+    declared = request.content_length
+    received = 0
     while True:
         try:
             block = stream.read(BODY_BLOCK)
         except Exception as exc:
             # werkzeug (short body) and gunicorn (broken chunking, reset) raise different types;
             # for us they all mean the same: the client stopped sending.
-            raise UploadInterrupted("The upload was cut off before the end of the body.") from exc
+            raise UploadInterrupted(CUT_OFF) from exc
         if not block:
-            return
+            break
+        received += len(block)
         yield block
+    # gunicorn hands the body over unwrapped, and its reader just ends early when the client
+    # goes away: only the count tells a cut-off body from a complete one.
+    if declared is not None and received != declared:
+        raise UploadInterrupted(CUT_OFF)
 
 
 def upload_name() -> str | None:

@@ -1,7 +1,9 @@
 """All cryptography of the service: per-file streaming encryption and the master key ring.
 
-This module owns two things, and it is the only module in the project that imports
-AEAD or KDF primitives (everything else calls the functions below):
+This module owns two things, and it is the only module of the service that imports
+AEAD or KDF primitives (everything else calls the functions below; the standalone
+recovery tool ``scripts/decrypt_file.py`` deliberately re-implements decryption so
+that it works without this package):
 
 1. **Per-file streaming encryption.**  Every stored file is encrypted under its own
    random 32-byte *file key* in Tink's published AES-GCM-HKDF streaming format,
@@ -228,22 +230,36 @@ class _Segmenter:
 
     Whether a segment is the final one is part of its nonce, so a full segment can
     only be released once at least one byte *beyond* it has arrived; until then it
-    waits in a fixed buffer.  Data that arrives in big pieces is sliced straight out
-    of the caller's buffer without copying; only a partial segment is ever copied,
-    so memory stays at one segment and work stays linear in the input size.
+    waits in a buffer of at most one segment.  Data that arrives in big pieces is
+    sliced straight out of the caller's buffer without copying; only a partial
+    segment is ever copied, so memory stays at one segment and work stays linear in
+    the input size (no repeated concatenation or front-deletion of big buffers).
 
     The views yielded by ``push`` are only valid until the generator is resumed.
     """
 
-    __slots__ = ("_buf", "_fill", "_need", "_size")
+    __slots__ = ("_buf", "_cap", "_fill", "_need", "_size")
 
     def __init__(self, first_size: int, size: int) -> None:
-        # Preallocated and never resized: slice assignment of equal length is a plain
-        # memcpy, and views exported from it stay valid.
-        self._buf = bytearray(max(first_size, size))
+        self._cap = max(first_size, size)
+        self._buf = bytearray()
         self._fill = 0
         self._need = first_size
         self._size = size
+
+    def _hold(self, data: memoryview) -> None:
+        """Append ``data`` to the held-back bytes."""
+        end = self._fill + len(data)
+        if end > len(self._buf):
+            # Grow by *replacing* the buffer, never resizing it in place: a view handed
+            # out earlier may still be alive, and resizing an exported bytearray fails.
+            # Doubling keeps copying linear; starting small keeps memory proportional
+            # to the file for small files instead of a full segment per stream.
+            grown = bytearray(min(self._cap, max(end, 2 * len(self._buf), 4096)))
+            grown[: self._fill] = memoryview(self._buf)[: self._fill]
+            self._buf = grown
+        self._buf[self._fill : end] = data  # equal-length slice assignment: a memcpy
+        self._fill = end
 
     def push(self, data: Buffer) -> Iterator[memoryview]:
         view = _as_byte_view(data)
@@ -252,10 +268,8 @@ class _Segmenter:
             return
         pos = 0
         if self._fill:
-            take = min(self._need - self._fill, n)
-            self._buf[self._fill : self._fill + take] = view[:take]
-            self._fill += take
-            pos = take
+            pos = min(self._need - self._fill, n)
+            self._hold(view[:pos])
             if pos == n:  # all absorbed; cannot tell yet whether the buffer is the last segment
                 return
             # pos < n implies the buffer is full, and more data follows it.
@@ -268,9 +282,7 @@ class _Segmenter:
             yield view[pos : pos + self._need]
             pos += self._need
             self._need = self._size
-        rest = n - pos
-        self._buf[:rest] = view[pos:]
-        self._fill = rest
+        self._hold(view[pos:])
 
     def tail(self) -> memoryview:
         """The held-back data: the final segment once the input has ended."""
@@ -290,6 +302,11 @@ class Encryptor:
     starts with the header); ``finish`` returns the final, possibly short, segment
     (preceded by the header if nothing was returned before).  Memory is bounded: at
     most one segment of plaintext is held between calls.
+
+    Throughput: feeding at most ``SEGMENT_SIZE`` bytes per call (or using
+    ``encrypt_stream``) is the fast path.  A feed that completes several segments has
+    to join them into one ``bytes`` object, which costs an extra copy and, with
+    glibc's malloc, sometimes page faults for the large short-lived allocations.
 
     ``urandom`` is injectable only so tests can make the header deterministic; in
     production it must stay ``os.urandom``.
@@ -546,7 +563,7 @@ class KeyRing:
             raise KeyRingError("key ring is empty")
         aeads: dict[str, AESGCM] = {}
         for position, (kek_id, key) in enumerate(keys.items(), start=1):
-            where = _describe_entry(position, kek_id)
+            where = _describe_entry(position, kek_id if isinstance(kek_id, str) else None)
             if not isinstance(kek_id, str) or not _KEK_ID.fullmatch(kek_id):
                 raise KeyRingError(
                     f"{where}: invalid id (use 1-64 characters from A-Z a-z 0-9 _ . -)"

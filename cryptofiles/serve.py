@@ -83,6 +83,8 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--header-map", "dangerous",
         "--timeout", "120",
         "--graceful-timeout", "30",
+        # No control socket: it would be one more local interface, shared by every run on the host.
+        "--no-control-socket",
         "--access-logfile", "-",
         "--log-level", settings.log_level.lower(),
         "cryptofiles.app:create_app()",

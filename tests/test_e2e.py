@@ -1,0 +1,278 @@
+"""End to end: the launcher behind `make run` (secrets, its own database, gunicorn), driven over HTTP.
+
+The server is started exactly as `make run` starts it, only on a free port and with its var/ folder in
+a temp dir. README's tagged curl blocks are run verbatim with bash, the port being the one change.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+from cryptofiles.devdb import free_port
+from tests.tink_oracle import tink_decrypt
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_UPLOAD = 8 << 20  # small, so that over-limit cases are cheap
+
+
+class Server:
+    def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.var_dir = var_dir
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "SECRET_"))}
+        env.pop("MASTER_KEYS", None)
+        env.update(
+            PORT=str(self.port),
+            CRYPTOFILES_VAR_DIR=str(var_dir),
+            CRYPTOFILES_TOOLS_DIR=str(ROOT / "tools"),
+            WEB_WORKERS="2",
+            WEB_THREADS="4",
+            **(extra_env or {}),
+        )
+        self.log_path = var_dir / "serve.log"
+        var_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cryptofiles.serve"],
+            cwd=var_dir,  # no .env of the developer's is read
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"launcher exited:\n{self.log_path.read_text()}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready:\n{self.log_path.read_text()}")
+
+    def database(self) -> Any:
+        """The launcher's own database, found through the URI it logged."""
+        match = re.search(r"Started a local database at (mongodb://\S+)", self.log_path.read_text())
+        assert match, self.log_path.read_text()
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(match.group(1))
+        return client
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        finally:
+            self.log.close()
+
+    def request(self, method: str, path: str, body: Any = None, headers: Any = None) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response, response.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("serve"), {"MAX_UPLOAD_BYTES": str(MAX_UPLOAD)})
+    yield server
+    server.stop()
+
+
+def readme_block(tag: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- e2e:{tag} -->\n```bash\n(.*?)```", text, re.S)
+    assert match, f"README has no block tagged e2e:{tag}"
+    return match.group(1)
+
+
+def run_bash(script: str, port: int) -> subprocess.CompletedProcess[str]:
+    script = script.replace("localhost:5000", f"localhost:{port}")
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_seed_curl_examples_verbatim(server: Server) -> None:
+    result = run_bash(readme_block("seed"), server.port)
+    assert result.returncode == 0, result.stderr
+    # The second command printed the bare token; the third example is run with it, as written.
+    token = result.stdout.split("Registration is OK, your name: User1")[-1].strip()
+    assert token.count(".") == 2
+    third = 'curl -v -H "x-access-tokens:<token from login>" -X GET  localhost:5000/test_login'
+    result = run_bash(third.replace("<token from login>", token), server.port)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Login is OK, your name: User1"
+    assert "HTTP/1.1 200" in result.stderr
+
+
+def test_readme_tour_verbatim(server: Server) -> None:
+    result = run_bash(readme_block("tour"), server.port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("round trip OK")
+
+
+def test_launcher_generated_secrets_once(server: Server) -> None:
+    secrets_file = server.var_dir / "secrets.env"
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines())
+    assert set(values) == {"SECRET_KEY", "MASTER_KEYS"}
+    log = server.log_path.read_text()
+    assert "Generated SECRET_KEY, MASTER_KEYS into" in log
+    for secret in values.values():
+        assert secret not in log
+
+
+def test_upload_headers_and_json_over_http(server: Server) -> None:
+    token = _token(server, "jsonuser")
+    response, data = server.request(
+        "POST", "/upload", b"hello",
+        {"x-access-tokens": token, "Accept": "application/json", "X-File-Name": "h.txt"},
+    )  # fmt: skip
+    assert response.status == 201
+    body = json.loads(data)
+    assert body["size"] == 5 and body["name"] == "h.txt"
+    assert response.getheader("Location") == f"/files/{body['id']}"
+
+
+def test_chunked_upload_round_trip(server: Server, tmp_path: Path) -> None:
+    token = _token(server, "chunky")
+    payload = os.urandom(3 * (1 << 20) + 17)
+    (tmp_path / "in").write_bytes(payload)
+    file_id = subprocess.run(
+        ["curl", "-sf", "-H", f"x-access-tokens: {token}", "-H", "Transfer-Encoding: chunked",
+         "--data-binary", f"@{tmp_path / 'in'}", f"{server.base}/upload"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    response, ciphertext = server.request(
+        "GET", f"/files/{file_id}", None, {"x-access-tokens": token}
+    )
+    assert response.status == 200
+    _, key = server.request("GET", f"/files/{file_id}/key", None, {"x-access-tokens": token})
+    assert tink_decrypt(base64.b64decode(key), ciphertext) == payload
+
+
+def _counts(server: Server) -> tuple[int, int, int]:
+    client = server.database()
+    try:
+        db = client["cryptofiles"]
+        return (
+            db.files.count_documents({}),
+            db["ciphertext.chunks"].count_documents({}),
+            db["ciphertext.files"].count_documents({}),
+        )
+    finally:
+        client.close()
+
+
+def test_declared_oversize_is_413_before_reading(server: Server) -> None:
+    token = _token(server, "bigdecl")
+    before = _counts(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: x\r\nx-access-tokens: {token}\r\n"
+            f"Content-Length: {MAX_UPLOAD + 1}\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert _counts(server) == before
+
+
+def test_chunked_oversize_is_413_and_stores_nothing(server: Server, tmp_path: Path) -> None:
+    token = _token(server, "bigchunk")
+    before = _counts(server)
+    (tmp_path / "big").write_bytes(os.urandom(MAX_UPLOAD + 1))
+    result = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"x-access-tokens: {token}",
+         "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{tmp_path / 'big'}",
+         f"{server.base}/upload"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.stdout == "413"
+    assert _counts(server) == before
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_cut_off_upload_leaves_nothing(server: Server, framing: str) -> None:
+    token = _token(server, f"cutoff-{framing}")
+    before = _counts(server)
+    part = os.urandom(3 << 20)
+    if framing == "chunked":
+        head, body = "Transfer-Encoding: chunked", f"{len(part):x}\r\n".encode() + part + b"\r\n"
+    else:
+        head, body = f"Content-Length: {6 << 20}", part
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: x\r\nx-access-tokens: {token}\r\n{head}\r\n\r\n".encode()
+        )
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)  # the client stops sending mid-body
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 400
+        assert b"cut off" in answer.read()
+    assert _counts(server) == before
+
+
+def test_stopping_the_launcher_stops_its_database(tmp_path: Path) -> None:
+    server = Server(tmp_path / "var")
+    token = _token(server, "restart")
+    pid = int((tmp_path / "var" / "db" / "server.pid").read_text())
+    secrets_before = (tmp_path / "var" / "secrets.env").read_text()
+    server.stop()
+    assert server.process.returncode == 0
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes()
+    # A second start reuses the secrets and the data: the old token still works.
+    again = Server(tmp_path / "var")
+    try:
+        assert (tmp_path / "var" / "secrets.env").read_text() == secrets_before
+        response, data = again.request("GET", "/test_login", None, {"x-access-tokens": token})
+        assert response.status == 200 and data == b"Login is OK, your name: restart"
+    finally:
+        again.stop()
+
+
+def _token(server: Server, name: str) -> str:
+    response, _ = server.request(
+        "POST", "/registration", None, {"New_User_Name": name, "New_User_Password": "password1"}
+    )
+    assert response.status == 201
+    response, data = server.request(
+        "GET", "/login", None, {"User_Name": name, "User_Password": "password1"}
+    )
+    assert response.status == 200
+    return str(data.decode())
