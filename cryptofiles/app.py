@@ -11,7 +11,7 @@ import base64
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -172,6 +172,8 @@ def register_routes(app: Flask) -> None:
 BODY_BLOCK = crypto.SEGMENT_SIZE
 MAX_FILE_NAME_CHARS = 255
 CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1,63}")
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
 CUT_OFF = "The upload was cut off before the end of the body."
 CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -262,6 +264,32 @@ def requested_range(length: int, etag: str) -> ByteRange | None:
     return ByteRange(*span)
 
 
+def ranged_response(
+    total: int,
+    *,
+    etag: str,
+    body: Callable[[ByteRange | None], Iterator[bytes]],
+    mimetype: str,
+    filename: str,
+) -> Response:
+    """A streamed file download with ETag, Range (one range) and attachment headers."""
+    if request.if_none_match.contains(etag):
+        return Response(status=304, headers={"ETag": f'"{etag}"'})
+    span = requested_range(total, etag)
+    response = Response(
+        body(span), status=206 if span else 200, mimetype=mimetype, direct_passthrough=True
+    )
+    response.content_length = span.length if span else total
+    if span:
+        response.headers["Content-Range"] = f"bytes {span.start}-{span.stop - 1}/{total}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.headers["ETag"] = f'"{etag}"'
+    response.headers["Content-Disposition"] = attachment(filename)
+    # Never let a browser render a download: the content type may be anything a user claimed.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def register_file_routes(app: Flask) -> None:
     @app.post("/upload")
     @token_required
@@ -283,26 +311,52 @@ def register_file_routes(app: Flask) -> None:
     @token_required
     def download(file_id: str) -> Response:
         record = _files().get(file_id)
-        etag = record.id  # files never change, so the id is a strong validator
-        if request.if_none_match.contains(etag):
-            return Response(status=304, headers={"ETag": f'"{etag}"'})
-        span = requested_range(record.stored_size, etag)
-        response = Response(
-            _files().ciphertext(record, span),
-            status=206 if span else 200,
+        return ranged_response(
+            record.stored_size,
+            etag=record.id,  # files never change, so the id is a strong validator
+            body=lambda span: _files().ciphertext(record, span),
             mimetype="application/octet-stream",
-            direct_passthrough=True,
+            filename=f"{record.name or record.id}.enc",
         )
-        response.content_length = span.length if span else record.stored_size
-        if span:
-            response.headers["Content-Range"] = (
-                f"bytes {span.start}-{span.stop - 1}/{record.stored_size}"
-            )
-        response.headers["Accept-Ranges"] = "bytes"
-        response.headers["ETag"] = f'"{etag}"'
-        response.headers["Content-Disposition"] = attachment(f"{record.name or record.id}.enc")
-        response.headers["X-Content-Type-Options"] = "nosniff"
+
+    @app.get("/files/<file_id>/plaintext")
+    @token_required
+    def plaintext(file_id: str) -> Response:
+        record = _files().get(file_id, owner=g.principal.user.public_id)
+        response = ranged_response(
+            record.size,
+            etag=f"{record.id}.plain",
+            body=lambda span: _files().plaintext(record, span),
+            mimetype=record.content_type or "application/octet-stream",
+            filename=record.name or record.id,
+        )
+        response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.get("/files")
+    @token_required
+    def list_files() -> Response:
+        raw_limit = request.args.get("limit", str(DEFAULT_PAGE))
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+            raise ApiError(400, f"limit must be an integer from 1 to {MAX_PAGE}.")
+        limit = int(raw_limit)
+        records, next_cursor = _files().list(
+            g.principal.user.public_id, limit=limit, cursor=request.args.get("cursor")
+        )
+        return jsonify(files=[file_json(r) for r in records], next_cursor=next_cursor)
+
+    @app.get("/files/<file_id>/info")
+    @token_required
+    def file_info(file_id: str) -> Response:
+        record = _files().get(file_id, owner=g.principal.user.public_id)
+        return jsonify(file_json(record))
+
+    @app.delete("/files/<file_id>")
+    @token_required
+    def delete_file(file_id: str) -> Response:
+        record = _files().get(file_id, owner=g.principal.user.public_id)
+        _files().delete(record)
+        return Response(status=204)
 
     @app.get("/files/<file_id>/key")
     @token_required

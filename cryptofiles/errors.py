@@ -39,6 +39,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (auth.InvalidToken, 401),
     (files.EmptyUpload, 400),
     (files.UploadInterrupted, 400),
+    (files.InvalidCursor, 400),
     (files.NoSuchFile, 404),
     (files.UploadTooLarge, 413),
     (auth.Busy, 503),

@@ -8,13 +8,14 @@ Memory use does not grow with file size: at most one segment is held at a time.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import itertools
 import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptofiles import crypto
 from cryptofiles.auth import Clock
@@ -42,6 +43,10 @@ class UploadTooLarge(FileError):
 
 class UploadInterrupted(FileError):
     """The client stopped sending before the end of the body."""
+
+
+class InvalidCursor(FileError):
+    pass
 
 
 class NoSuchFile(FileError):
@@ -146,14 +151,89 @@ class FileService:
             hi = span.stop - n * chunk if n == last else len(data)
             yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
 
+    def plaintext(self, record: FileRecord, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+        """The decrypted content, or a range of it, decrypting only the segments it touches.
+
+        The key is unwrapped now, so that a key that cannot be unwrapped fails the request before
+        any answer starts; the content is decrypted as the iterator is consumed.
+        """
+        return self._decrypting(self.key(record), record, byte_range)
+
+    def _decrypting(
+        self, key: bytes, record: FileRecord, byte_range: ByteRange | None
+    ) -> Iterator[bytes]:
+        if byte_range is None:
+            yield from crypto.decrypt_stream(key, self.ciphertext(record))
+            return
+        if byte_range.length <= 0:
+            return
+        first, last = crypto.plaintext_segment_range(byte_range.start, byte_range.stop - 1)
+        segments: Iterator[bytes]
+        if first == 0:  # chunk 0 holds the header, then segment 0
+            chunks = self.storage.read_chunks(record.id, 0, last)
+            chunk0 = next(chunks)
+            header = chunk0[: crypto.HEADER_SIZE]
+            segments = itertools.chain([chunk0[crypto.HEADER_SIZE :]], chunks)
+        else:
+            header = self._header(record)
+            segments = self.storage.read_chunks(record.id, first, last)
+        skip = byte_range.start - crypto.plaintext_offset_of_segment(first)
+        remaining = byte_range.length
+        total = crypto.segment_count(record.stored_size)
+        for plain in crypto.decrypt_segments(key, header, first, segments, total_segments=total):
+            piece = plain[skip : skip + remaining]
+            skip = 0
+            remaining -= len(piece)
+            yield piece
+            if remaining <= 0:
+                return
+
+    def _header(self, record: FileRecord) -> bytes:
+        chunk0 = next(self.storage.read_chunks(record.id, 0, 0))
+        return bytes(chunk0[: crypto.HEADER_SIZE])
+
+    def list(
+        self, owner: str, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[FileRecord], str | None]:
+        """One page of the owner's files, newest first, and the cursor of the next page (or None).
+
+        The cursor names the last file of the page (its time and id), so pages stay consistent
+        while files are added or deleted: no offsets that shift.
+        """
+        after = _decode_cursor(cursor) if cursor else None
+        records = self.storage.list_files(owner, limit=limit + 1, after=after)
+        if len(records) <= limit:
+            return records, None
+        last = records[limit - 1]
+        return records[:limit], _encode_cursor(last.created_at, last.id)
+
+    def delete(self, record: FileRecord) -> None:
+        """Crypto-shredding: the wrapped key goes first, so whatever a crash leaves is unreadable."""
+        self.storage.shred_file(record.id, self.clock())
+        self.storage.discard_file(record.id)
+
     def sweep(self) -> int:
-        """Remove uploads that a crash left pending; returns how many."""
-        stale = self.storage.stale_pending_files(self.clock() - STALE_UPLOAD)
+        """Remove uploads that a crash left pending and deletions it interrupted; returns how many."""
+        stale = self.storage.unfinished_files(self.clock() - STALE_UPLOAD)
         for file_id in stale:
             self.storage.discard_file(file_id)
         if stale:
-            log.info("swept %d incomplete upload(s)", len(stale))
+            log.info("swept %d incomplete upload(s) or deletion(s)", len(stale))
         return len(stale)
+
+
+def _encode_cursor(created_at: datetime, file_id: str) -> str:
+    millis = int(created_at.timestamp() * 1000)  # BSON dates have millisecond precision
+    return base64.urlsafe_b64encode(f"{millis}/{file_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        millis, file_id = text.split("/", 1)
+        return datetime.fromtimestamp(int(millis) / 1000, UTC), str(uuid.UUID(file_id))
+    except ValueError:  # also covers binascii.Error and UnicodeDecodeError
+        raise InvalidCursor("The cursor is invalid; start again without one.") from None
 
 
 class _SizeGuard:

@@ -259,11 +259,42 @@ class Storage:
         if expected != last + 1:
             raise CorruptFile(f"{file_id}: chunk {expected} is missing")
 
-    def stale_pending_files(self, heartbeat_before: datetime) -> list[str]:
+    def list_files(
+        self, owner: str, *, limit: int, after: tuple[datetime, str] | None
+    ) -> list[FileRecord]:
+        """The owner's complete files, newest first, starting after ``(created_at, id)``."""
+        query: dict[str, Any] = {"owner": owner, "status": "complete"}
+        if after is not None:
+            created_at, file_id = after
+            query["$or"] = [
+                {"created_at": {"$lt": created_at}},
+                {"created_at": created_at, "_id": {"$lt": file_id}},
+            ]
+        with _mapped_errors():
+            cursor = self.files.find(query, sort=[("created_at", -1), ("_id", -1)], limit=limit)
+            return [FileRecord.from_doc(doc) for doc in cursor]
+
+    def shred_file(self, file_id: str, now: datetime) -> None:
+        """Make a file unservable and unreadable at once: drop its wrapped key, mark it deleting."""
+        with _mapped_errors():
+            self.files.update_one(
+                {"_id": file_id},
+                {
+                    "$set": {"status": "deleting", "heartbeat_at": now},
+                    "$unset": {"wrapped_key": ""},
+                },
+            )
+
+    def unfinished_files(self, heartbeat_before: datetime) -> list[str]:
+        """Ids of uploads whose heartbeat stopped before then, and of interrupted deletions."""
         with _mapped_errors():
             cursor = self.files.find(
-                {"status": "pending", "heartbeat_at": {"$lt": heartbeat_before}}, {"_id": 1}
-            )
+                {"$or": [
+                    {"status": "pending", "heartbeat_at": {"$lt": heartbeat_before}},
+                    {"status": "deleting"},
+                ]},
+                {"_id": 1},
+            )  # fmt: skip
             return [doc["_id"] for doc in cursor]
 
     # -- revoked tokens ------------------------------------------------------------------------
