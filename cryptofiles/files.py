@@ -54,6 +54,19 @@ class NoSuchFile(FileError):
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepReport:
+    unfinished: int  # pending uploads whose heartbeat stopped, and interrupted deletions
+    orphans: int  # GridFS data with no file record
+
+
+@dataclasses.dataclass
+class RewrapReport:
+    rewrapped: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class ByteRange:
     start: int
     stop: int  # exclusive
@@ -212,14 +225,45 @@ class FileService:
         self.storage.shred_file(record.id, self.clock())
         self.storage.discard_file(record.id)
 
-    def sweep(self) -> int:
-        """Remove uploads that a crash left pending and deletions it interrupted; returns how many."""
+    def sweep(self, *, orphans: bool = False) -> SweepReport:
+        """Remove uploads a crash left pending and deletions it interrupted; with ``orphans``, also
+        chunks that belong to no record (a full scan of the chunk ids: an admin task, not start-up).
+        """
         stale = self.storage.unfinished_files(self.clock() - STALE_UPLOAD)
         for file_id in stale:
             self.storage.discard_file(file_id)
-        if stale:
-            log.info("swept %d incomplete upload(s) or deletion(s)", len(stale))
-        return len(stale)
+        orphan_ids = self.storage.orphan_chunk_owners() if orphans else []
+        for file_id in orphan_ids:
+            self.storage.discard_file(file_id)
+        if stale or orphan_ids:
+            log.info("swept %d unfinished file(s), %d orphan(s)", len(stale), len(orphan_ids))
+        return SweepReport(unfinished=len(stale), orphans=len(orphan_ids))
+
+    def rewrap_all(self) -> RewrapReport:
+        """Re-wrap every file key under the active master key; file contents are untouched.
+
+        Each record is swapped with a compare-and-set, so an interrupted run leaves every record
+        wrapped under either its old key or the new one (both in the ring), and a re-run finishes.
+        """
+        active = self.key_ring.active_id
+        report = RewrapReport()
+        for file_id, owner, kek_id, wrapped in self.storage.wrapped_keys_not_under(active):
+            aad = crypto.wrap_aad(file_id, owner)
+            try:
+                key = self.key_ring.unwrap(kek_id, wrapped, aad)
+            except crypto.KeyRingError:
+                log.error(
+                    "file %s: key cannot be unwrapped under %r; left as it is", file_id, kek_id
+                )
+                report.failed += 1
+                continue
+            if self.storage.replace_wrapped_key(
+                file_id, (kek_id, wrapped), self.key_ring.wrap(key, aad)
+            ):
+                report.rewrapped += 1
+            else:
+                report.skipped += 1  # changed meanwhile (deleted, or re-wrapped by another run)
+        return report
 
 
 def _encode_cursor(created_at: datetime, file_id: str) -> str:

@@ -297,6 +297,36 @@ class Storage:
             )  # fmt: skip
             return [doc["_id"] for doc in cursor]
 
+    def wrapped_keys_not_under(self, kek_id: str) -> Iterator[tuple[str, str, str, bytes]]:
+        """``(file id, owner, kek id, wrapped key)`` of every file key not wrapped under ``kek_id``."""
+        query = {"kek_id": {"$ne": kek_id}, "wrapped_key": {"$exists": True}}
+        projection = {"owner": 1, "kek_id": 1, "wrapped_key": 1}
+        with _mapped_errors():
+            for doc in self.files.find(query, projection, batch_size=500):
+                yield doc["_id"], doc["owner"], doc["kek_id"], bytes(doc["wrapped_key"])
+
+    def replace_wrapped_key(
+        self, file_id: str, old: tuple[str, bytes], new: tuple[str, bytes]
+    ) -> bool:
+        """Swap one wrapping for another, only if the record still holds ``old`` (compare-and-set)."""
+        with _mapped_errors():
+            result = self.files.update_one(
+                {"_id": file_id, "kek_id": old[0], "wrapped_key": Binary(old[1])},
+                {"$set": {"kek_id": new[0], "wrapped_key": Binary(new[1])}},
+            )
+        return result.modified_count == 1
+
+    def orphan_chunk_owners(self) -> list[str]:
+        """GridFS ids with chunks or an entry but no file record (only hand edits make these)."""
+        with _mapped_errors():
+            stored = set(self.chunks.distinct("files_id")) | set(self.gridfs_files.distinct("_id"))
+            if not stored:
+                return []
+            known = {
+                doc["_id"] for doc in self.files.find({"_id": {"$in": list(stored)}}, {"_id": 1})
+            }
+        return sorted(str(i) for i in stored - known)
+
     # -- revoked tokens ------------------------------------------------------------------------
 
     def revoke_token(self, jti: str, expires_at: datetime, now: datetime) -> None:

@@ -133,7 +133,7 @@ def test_interrupted_delete_is_unservable_and_swept(
     assert "wrapped_key" not in record  # the key is gone first: what remains is unreadable
     for path in (f"/files/{file_id}", f"/files/{file_id}/key", f"/files/{file_id}/plaintext"):
         assert get(client, path, alice).status_code == 404
-    assert files.sweep() == 1
+    assert files.sweep().unfinished == 1
     assert db.files.count_documents({}) == 0
     assert db["ciphertext.chunks"].count_documents({}) == 0
 
