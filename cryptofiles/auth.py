@@ -83,11 +83,13 @@ class PasswordHasher:
     """werkzeug scrypt hashing with a bounded number of hashes in flight per process."""
 
     def __init__(self, method: str, concurrency: int) -> None:
-        self.method = method
         self._slots = threading.BoundedSemaphore(concurrency)
         # Verifying against this hash when the user does not exist makes a login for an unknown name
         # cost exactly what a wrong password costs, so timing does not reveal which names exist.
         self._dummy_hash = generate_password_hash(secrets.token_urlsafe(16), method)
+        # The method as werkzeug writes it into hashes ("scrypt:016384:8:1" becomes
+        # "scrypt:16384:8:1"), so that needs_rehash compares like with like.
+        self.method = self._dummy_hash.split("$", 1)[0]
 
     def hash(self, password: str) -> str:
         with self._slot():

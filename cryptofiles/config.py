@@ -32,6 +32,21 @@ class ConfigError(ValueError):
     """A setting is missing or invalid. The message names the setting, never its secret value."""
 
 
+# Refuse costs that would fail at the first login (scrypt's own limits) or need over 1 GiB each.
+MAX_SCRYPT_MEMORY = 1 << 30
+
+
+def _check_scrypt_cost(method: str) -> None:
+    parts = method.split(":")
+    if len(parts) != 4 or parts[0] != "scrypt" or not all(p.isdigit() for p in parts[1:]):
+        raise ConfigError("PASSWORD_HASH must look like scrypt:N:r:p with whole numbers")
+    n, r, p = (int(x) for x in parts[1:])
+    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * n * r * p > MAX_SCRYPT_MEMORY:
+        raise ConfigError(
+            "PASSWORD_HASH: N must be a power of two, r and p at least 1, using at most 1 GiB"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     secret_key: str = dataclasses.field(repr=False)
@@ -64,8 +79,7 @@ class Settings:
             raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         if self.max_upload_bytes < 1:
             raise ConfigError("MAX_UPLOAD_BYTES must be positive")
-        if not self.password_hash.startswith("scrypt:") or len(self.password_hash.split(":")) != 4:
-            raise ConfigError("PASSWORD_HASH must look like scrypt:N:r:p")
+        _check_scrypt_cost(self.password_hash)
         if self.password_hash_concurrency < 1:
             raise ConfigError("PASSWORD_HASH_CONCURRENCY must be at least 1")
         if self.mongodb_timeout_ms < 100:

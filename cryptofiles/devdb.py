@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,17 +49,18 @@ class DatabaseStartError(RuntimeError):
     """The local server did not start; the message carries the end of its log."""
 
 
-def tools_dir() -> Path:
-    return Path(os.environ.get("CRYPTOFILES_TOOLS_DIR", "tools")).resolve()
+def tools_dir(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("CRYPTOFILES_TOOLS_DIR", "tools")).resolve()
 
 
 def ferretdb_binary(tools: Path | None = None) -> Path:
     return (tools or tools_dir()) / "ferretdb" / "bin" / "ferretdb"
 
 
-def find_server(tools: Path | None = None) -> tuple[str, Path]:
-    """``("mongod" | "ferretdb", path)`` of the server to start."""
-    mongod = shutil.which("mongod")
+def find_server(tools: Path | None = None, *, path: str | None = None) -> tuple[str, Path]:
+    """``("mongod" | "ferretdb", path)`` of the server to start; ``path`` is the PATH to search."""
+    mongod = shutil.which("mongod", path=path)
     if mongod:
         return "mongod", Path(mongod)
     binary = ferretdb_binary(tools)
@@ -67,12 +69,14 @@ def find_server(tools: Path | None = None) -> tuple[str, Path]:
     raise NoDatabaseServer(NO_SERVER_MESSAGE)
 
 
-def build_ferretdb(tools: Path | None = None, *, out: IO[str] = sys.stderr) -> Path:
+def build_ferretdb(
+    tools: Path | None = None, *, path: str | None = None, out: IO[str] = sys.stderr
+) -> Path:
     """Build FerretDB into ``tools/ferretdb/bin`` unless it is there already. Idempotent."""
     binary = ferretdb_binary(tools)
     if binary.is_file():
         return binary
-    go = shutil.which("go")
+    go = shutil.which("go", path=path)
     if go is None:
         raise NoDatabaseServer(NO_SERVER_MESSAGE)
     print(
@@ -91,8 +95,8 @@ def build_ferretdb(tools: Path | None = None, *, out: IO[str] = sys.stderr) -> P
     shutil.rmtree(source, ignore_errors=True)
     # The module cache is read-only; build from a writable copy that carries version.txt.
     shutil.copytree(module_dir, source)
-    for path in source.rglob("*"):
-        path.chmod(path.stat().st_mode | 0o200)
+    for item in source.rglob("*"):
+        item.chmod(item.stat().st_mode | 0o200)
     (source / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_suffix(".partial")
@@ -106,15 +110,16 @@ def build_ferretdb(tools: Path | None = None, *, out: IO[str] = sys.stderr) -> P
     return binary
 
 
-def ensure_server(environ: dict[str, str] | None = None, *, out: IO[str] = sys.stderr) -> None:
+def ensure_server(environ: Mapping[str, str] | None = None, *, out: IO[str] = sys.stderr) -> None:
     """Set-up step: make sure `make run` and `make test` will have a database to talk to."""
-    environ = dict(os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    path = environ.get("PATH", "")
     if environ.get("MONGODB_URI"):
         print("MONGODB_URI is set: the project will use that server.", file=out)
-    elif shutil.which("mongod"):
+    elif shutil.which("mongod", path=path):
         print("mongod found on PATH: the project will start its own.", file=out)
     else:
-        build_ferretdb(out=out)
+        build_ferretdb(tools_dir(environ), path=path, out=out)
 
 
 def free_port() -> int:
@@ -128,6 +133,21 @@ def die_with_parent() -> None:
     # crashed `make run` or test run never leaves a database behind.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _signal_and_wait(pid: int, sig: int, seconds: float) -> bool:
+    """Send ``sig``; True if the process is still running ``seconds`` later."""
+    try:
+        os.kill(pid, sig)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+                return False  # a zombie: dead, only waiting for its parent to collect it
+            time.sleep(0.1)
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return True
 
 
 class LocalDatabase:
@@ -214,11 +234,15 @@ class LocalDatabase:
         except (OSError, ValueError):
             return
         if str(self.data_dir).encode() in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(STOP_TIMEOUT_SECONDS * 10):
-                    os.kill(pid, 0)
-                    time.sleep(0.1)
+            # SIGTERM first, so it can flush; SIGKILL when it will not go. Two servers on one data
+            # directory would corrupt it, so one that survives even SIGKILL stops us.
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if not _signal_and_wait(pid, sig, STOP_TIMEOUT_SECONDS):
+                    break
+            else:
+                raise DatabaseStartError(
+                    f"a leftover server (pid {pid}) on {self.data_dir} won't stop"
+                )
         self.pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalDatabase:
