@@ -82,8 +82,8 @@ def reply(text: str, status: int = 200, json: dict[str, Any] | None = None) -> R
     return response
 
 
-def credentials(name_field: str, password_field: str) -> tuple[str, str]:
-    """A name and password from the seed's headers or, as a later seed did, from a JSON body."""
+def credentials(*fields: str) -> list[str]:
+    """Required text fields from the seed's headers or, as a later seed did, from a JSON body."""
     body: dict[str, Any] = {}
     if request.mimetype == "application/json" and request.content_length != 0:
         parsed = request.get_json(silent=True)
@@ -91,7 +91,7 @@ def credentials(name_field: str, password_field: str) -> tuple[str, str]:
             raise ApiError(400, "The request body must be a JSON object.")
         body = parsed
     values = []
-    for field in (name_field, password_field):
+    for field in fields:
         value: Any = request.headers.get(field)
         if value is not None:
             value = _header_text(field, value)
@@ -101,10 +101,10 @@ def credentials(name_field: str, password_field: str) -> tuple[str, str]:
             # Also stops operator objects such as {"$gt": ""} from reaching a query.
             raise ApiError(400, f"{field} must be a string.")
         values.append(value or "")
-    missing = [f for f, v in zip((name_field, password_field), values, strict=True) if not v]
+    missing = [f for f, v in zip(fields, values, strict=True) if not v]
     if missing:
         raise ApiError(400, f"Missing {' and '.join(missing)} (as a header or in a JSON body).")
-    return values[0], values[1]
+    return values
 
 
 def _header_text(field: str, raw: str) -> str:
@@ -155,6 +155,25 @@ def register_routes(app: Flask) -> None:
     def logout() -> Response:
         _authenticator().logout(g.principal)
         return reply("Logged out: this token is revoked.", json={"revoked": True})
+
+    @app.put("/account/password")
+    @token_required
+    def change_password() -> Response:
+        current, new = credentials("User_Password", "New_User_Password")
+        _authenticator().change_password(g.principal, current, new)
+        return reply("Password changed; every token of this account is revoked: log in again.")
+
+    @app.delete("/account")
+    @token_required
+    def delete_account() -> Response:
+        (password,) = credentials("User_Password")
+        user = g.principal.user
+        _authenticator().verify_password(user, password)
+        deleted = _files().delete_all(user.public_id)
+        _storage().delete_user(user.public_id)
+        return reply(
+            f"Account {user.name} deleted with {deleted} file(s).", json={"deleted_files": deleted}
+        )
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -135,11 +135,14 @@ class TokenService:
         self._life = life
         self._clock = clock
 
-    def issue(self, subject: str) -> IssuedToken:
+    def issue(self, subject: str, generation: int = 0) -> IssuedToken:
         now = self._clock().replace(microsecond=0)
         expires_at = now + self._life
         jti = uuid.uuid4().hex
-        claims = {"sub": subject, "iat": now, "exp": expires_at, "jti": jti}
+        claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": expires_at, "jti": jti}
+        if generation:
+            # The user's token generation (see User.token_generation); absent means 0.
+            claims["gen"] = generation
         token = jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
         return IssuedToken(token, jti, expires_at)
 
@@ -186,14 +189,25 @@ class Authenticator:
             # The configured cost changed since this hash was made: upgrade it while we hold the
             # plaintext, the only moment we can.
             self.storage.set_password_hash(user.public_id, self.hasher.hash(password))
-        return self.tokens.issue(user.public_id)
+        return self.tokens.issue(user.public_id, user.token_generation)
+
+    def verify_password(self, user: User, password: str) -> None:
+        """Re-authentication before a sensitive change: the current password must match."""
+        if not self.hasher.verify(user.password_hash, password):
+            raise InvalidCredentials("Wrong password.")
+
+    def change_password(self, principal: Principal, current: str, new: str) -> None:
+        self.verify_password(principal.user, current)
+        check_password(new)
+        self.storage.change_password(principal.user.public_id, self.hasher.hash(new))
 
     def authenticate(self, token: str) -> Principal:
         claims = self.tokens.decode(token)
         if self.storage.is_token_revoked(claims["jti"]):
             raise InvalidToken("Token is invalid or expired.")
         user = self.storage.user_by_public_id(claims["sub"])
-        if user is None:
+        if user is None or claims.get("gen", 0) != user.token_generation:
+            # No such user any more, or the password changed after this token was issued.
             raise InvalidToken("Token is invalid or expired.")
         return Principal(user, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
 

@@ -225,6 +225,15 @@ class FileService:
         self.storage.shred_file(record.id, self.clock())
         self.storage.discard_file(record.id)
 
+    def delete_all(self, owner: str) -> int:
+        """Delete every file of ``owner``; returns how many. Safe to repeat after a failure."""
+        deleted = 0
+        while records := self.storage.list_files(owner, limit=100, after=None):
+            for record in records:
+                self.delete(record)
+                deleted += 1
+        return deleted
+
     def sweep(self, *, orphans: bool = False) -> SweepReport:
         """Remove uploads a crash left pending and deletions it interrupted; with ``orphans``, also
         chunks that belong to no record (a full scan of the chunk ids: an admin task, not start-up).

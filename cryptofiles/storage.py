@@ -65,10 +65,18 @@ class User:
     name: str
     password_hash: str = dataclasses.field(repr=False)
     created_at: datetime
+    # Bumped when the password changes: tokens carry the generation they were issued in.
+    token_generation: int = 0
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> User:
-        return cls(doc["public_id"], doc["name"], doc["password_hash"], doc["created_at"])
+        return cls(
+            doc["public_id"],
+            doc["name"],
+            doc["password_hash"],
+            doc["created_at"],
+            doc.get("token_generation", 0),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +186,7 @@ class Storage:
         return User.from_doc(doc) if doc else None
 
     def set_password_hash(self, public_id: str, password_hash: str) -> None:
+        """Replace the hash of the same password (a cost upgrade): tokens stay valid."""
         with _mapped_errors():
             self.users.update_one(
                 {"public_id": public_id}, {"$set": {"password_hash": password_hash}}
@@ -326,6 +335,18 @@ class Storage:
                 doc["_id"] for doc in self.files.find({"_id": {"$in": list(stored)}}, {"_id": 1})
             }
         return sorted(str(i) for i in stored - known)
+
+    def change_password(self, public_id: str, password_hash: str) -> None:
+        """Store a new password hash and invalidate every token issued before it."""
+        with _mapped_errors():
+            self.users.update_one(
+                {"public_id": public_id},
+                {"$set": {"password_hash": password_hash}, "$inc": {"token_generation": 1}},
+            )
+
+    def delete_user(self, public_id: str) -> None:
+        with _mapped_errors():
+            self.users.delete_one({"public_id": public_id})
 
     # -- revoked tokens ------------------------------------------------------------------------
 
