@@ -194,6 +194,7 @@ CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 CUT_OFF = "The upload was cut off before the end of the body."
+PLAIN_FILENAME_RE = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
 CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -225,7 +226,11 @@ def upload_name() -> str | None:
     if name is not None:
         name = _header_text("X-File-Name", name)
     elif "Content-Disposition" in request.headers:
-        _, options = parse_options_header(request.headers["Content-Disposition"])
+        disposition = request.headers["Content-Disposition"]
+        if "filename*=" in disposition:
+            # RFC 6266: filename* (RFC 8187, any charset) wins over filename, whatever the order.
+            disposition = PLAIN_FILENAME_RE.sub("", disposition)
+        _, options = parse_options_header(disposition)
         name = options.get("filename")
     if not name:
         return None
@@ -267,20 +272,25 @@ def attachment(filename: str) -> str:
 def requested_range(length: int, etag: str) -> ByteRange | None:
     """The single byte range asked for, or None for the whole body; 416 when unsatisfiable.
 
-    Several ranges at once, or an ``If-Range`` that does not name this file's ETag, are answered
-    with the whole body, as RFC 9110 allows.
+    As RFC 9110 allows or asks: several ranges at once, a unit other than bytes, or an ``If-Range``
+    that is not exactly this file's (strong) ETag are answered with the whole body; a suffix
+    longer than the body selects all of it.
     """
     ranges = request.range
-    if ranges is None or len(ranges.ranges) != 1:
+    if ranges is None or ranges.units != "bytes" or len(ranges.ranges) != 1:
         return None
-    if "If-Range" in request.headers and request.if_range.etag != etag:
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != f'"{etag}"':
         return None
-    span = ranges.range_for_length(length)
-    if span is None:
+    start, stop = ranges.ranges[0]  # werkzeug: stop is exclusive, or None when open-ended
+    if start < 0:  # a suffix "-N": the last N bytes, all of them when N exceeds the length
+        start = max(length + start, 0)
+    stop = length if stop is None else min(stop, length)
+    if start >= stop:
         raise ApiError(
             416, "The requested range is not satisfiable.", {"Content-Range": f"bytes */{length}"}
         )
-    return ByteRange(*span)
+    return ByteRange(start, stop)
 
 
 def ranged_response(
@@ -292,7 +302,7 @@ def ranged_response(
     filename: str,
 ) -> Response:
     """A streamed file download with ETag, Range (one range) and attachment headers."""
-    if request.if_none_match.contains(etag):
+    if request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison here
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     span = requested_range(total, etag)
     response = Response(

@@ -108,7 +108,7 @@ class FileService:
         counter = _SizeGuard(self.max_upload_bytes)
         stored_size = 0
         try:
-            with self.storage.chunk_writer(file_id) as write_chunk:
+            with self.storage.chunk_writer(file_id, now) as write_chunk:
                 plaintext = counter.count(itertools.chain([first], blocks))
                 for segment in crypto.encrypt_stream(key, self._heartbeat(file_id, plaintext)):
                     write_chunk(segment)
@@ -159,7 +159,8 @@ class FileService:
             return
         chunk = self.storage.chunk_size
         first, last = span.start // chunk, (span.stop - 1) // chunk
-        for n, data in enumerate(self.storage.read_chunks(record.id, first, last), first):
+        chunks = self.storage.read_chunks(record.id, record.stored_size, first, last)
+        for n, data in enumerate(chunks, first):
             lo = span.start - n * chunk if n == first else 0
             hi = span.stop - n * chunk if n == last else len(data)
             yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
@@ -183,13 +184,13 @@ class FileService:
         first, last = crypto.plaintext_segment_range(byte_range.start, byte_range.stop - 1)
         segments: Iterator[bytes]
         if first == 0:  # chunk 0 holds the header, then segment 0
-            chunks = self.storage.read_chunks(record.id, 0, last)
+            chunks = self.storage.read_chunks(record.id, record.stored_size, 0, last)
             chunk0 = next(chunks)
             header = chunk0[: crypto.HEADER_SIZE]
             segments = itertools.chain([chunk0[crypto.HEADER_SIZE :]], chunks)
         else:
             header = self._header(record)
-            segments = self.storage.read_chunks(record.id, first, last)
+            segments = self.storage.read_chunks(record.id, record.stored_size, first, last)
         skip = byte_range.start - crypto.plaintext_offset_of_segment(first)
         remaining = byte_range.length
         total = crypto.segment_count(record.stored_size)
@@ -202,7 +203,7 @@ class FileService:
                 return
 
     def _header(self, record: FileRecord) -> bytes:
-        chunk0 = next(self.storage.read_chunks(record.id, 0, 0))
+        chunk0 = next(self.storage.read_chunks(record.id, record.stored_size, 0, 0))
         return bytes(chunk0[: crypto.HEADER_SIZE])
 
     def list(

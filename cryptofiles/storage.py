@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-import gridfs
 import pymongo
 from bson.binary import Binary
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
@@ -53,6 +52,10 @@ NOT_IMPLEMENTED = 238  # MongoDB's error code for an unsupported feature
 
 class NameTaken(StorageError):
     """A user with this name already exists."""
+
+
+class UploadLost(StorageError):
+    """An upload's pending record was swept before the upload completed."""
 
 
 class CorruptFile(StorageError):
@@ -127,7 +130,6 @@ class Storage:
         self.ttl_supported = True  # until the server says otherwise
         self.files = self.db["files"]
         self.chunk_size = chunk_size
-        self.bucket = gridfs.GridFSBucket(self.db, "ciphertext", chunk_size_bytes=chunk_size)
         self.chunks = self.db["ciphertext.chunks"]
         self.gridfs_files = self.db["ciphertext.files"]
 
@@ -210,27 +212,48 @@ class Storage:
             )
 
     @contextlib.contextmanager
-    def chunk_writer(self, file_id: str) -> Iterator[Callable[[bytes], None]]:
-        """A GridFS upload stream for ``file_id``; aborted (chunks deleted) if the block fails."""
-        with _mapped_errors():
-            stream = self.bucket.open_upload_stream_with_id(file_id, file_id)
+    def chunk_writer(self, file_id: str, now: datetime) -> Iterator[Callable[[bytes], None]]:
+        """Write a GridFS file chunk by chunk; if the block fails, its chunks are removed.
+
+        We write the GridFS layout (``ciphertext.chunks`` documents, then the ``ciphertext.files``
+        entry) ourselves rather than through pymongo's GridIn, which holds up to 48 MB of chunks
+        before its first insert: per concurrent upload, that is memory we promised not to use.
+        Each chunk goes to the database as soon as it is written.
+        """
+        state = {"n": 0, "length": 0, "short": False}
+
+        def write(data: bytes) -> None:
+            if state["short"] or len(data) > self.chunk_size:
+                # Only the last chunk may be short: anything else breaks the chunk = segment rule.
+                raise ValueError("GridFS chunks must be full except the last")
+            self.chunks.insert_one({"files_id": file_id, "n": state["n"], "data": Binary(data)})
+            state["n"] += 1
+            state["length"] += len(data)
+            state["short"] = len(data) < self.chunk_size
+
         try:
             with _mapped_errors():
-                yield stream.write
-                stream.close()
+                yield write
+                self.gridfs_files.insert_one(
+                    {"_id": file_id, "length": state["length"], "chunkSize": self.chunk_size,
+                     "uploadDate": now, "filename": file_id}
+                )  # fmt: skip
         except BaseException:
-            # pymongo leaves written chunks behind unless the stream is aborted explicitly.
             with contextlib.suppress(PyMongoError):
-                stream.abort()
+                self.chunks.delete_many({"files_id": file_id})
             raise
 
     def complete_file(self, file_id: str, size: int, stored_size: int) -> None:
         with _mapped_errors():
-            self.files.update_one(
+            result = self.files.update_one(
                 {"_id": file_id, "status": "pending"},
                 {"$set": {"status": "complete", "size": size, "stored_size": stored_size},
                  "$unset": {"heartbeat_at": ""}},
             )  # fmt: skip
+        if result.matched_count != 1:
+            # A sweeper took this upload for a dead one (it stalled past STALE_UPLOAD): its record
+            # is gone, so it must not be reported as stored.
+            raise UploadLost(f"{file_id}: the pending record disappeared before completion")
 
     def discard_file(self, file_id: str) -> None:
         """Remove a file's chunks, its GridFS entry, and last its record. Idempotent."""
@@ -245,12 +268,13 @@ class Storage:
             doc = self.files.find_one({"_id": file_id, "status": "complete"})
         return FileRecord.from_doc(doc) if doc else None
 
-    def read_chunks(self, file_id: str, first: int, last: int) -> Iterator[bytes]:
-        """Chunks ``first``..``last`` (inclusive) of a stored file, in order, checked for gaps.
+    def read_chunks(self, file_id: str, length: int, first: int, last: int) -> Iterator[bytes]:
+        """Chunks ``first``..``last`` (inclusive) of a stored file of ``length`` bytes, in order.
 
-        We read ``ciphertext.chunks`` directly rather than through GridOut: this serves byte ranges
-        from only the chunks they touch, and the small batch size keeps every server reply (and our
-        memory) to a few chunks. Without it FerretDB answers a whole file in one reply.
+        Every chunk is checked for its number and its size, so a damaged file is never sent
+        whole. We read ``ciphertext.chunks`` directly rather than through GridOut: this serves byte
+        ranges from only the chunks they touch, and the small batch size keeps every server reply
+        (and our memory) to a few chunks. Without it FerretDB answers a whole file in one reply.
         """
         expected = first
         with _mapped_errors():
@@ -261,8 +285,9 @@ class Storage:
             )
             with cursor:
                 for chunk in cursor:
-                    if chunk["n"] != expected:
-                        raise CorruptFile(f"{file_id}: chunk {expected} is missing")
+                    size = min(self.chunk_size, length - expected * self.chunk_size)
+                    if chunk["n"] != expected or len(chunk["data"]) != size:
+                        raise CorruptFile(f"{file_id}: chunk {expected} is missing or damaged")
                     expected += 1
                     yield chunk["data"]
         if expected != last + 1:

@@ -73,9 +73,7 @@ def test_non_ascii_password_same_in_header_and_json(client: FlaskClient) -> None
     password = "пароль-надёжный"
     # A client such as curl sends header bytes as UTF-8; WSGI hands them over as latin-1.
     raw_header = password.encode("utf-8").decode("latin-1")
-    response = client.post(
-        "/registration", headers={REGISTER[0]: "ivan", REGISTER[1]: raw_header}
-    )
+    response = client.post("/registration", headers={REGISTER[0]: "ivan", REGISTER[1]: raw_header})
     assert response.status_code == 201
     response = client.get("/login", json={LOGIN[0]: "ivan", LOGIN[1]: password})
     assert response.status_code == 200
@@ -294,9 +292,7 @@ def test_logout_holds_for_every_app_instance(
         other_app.extensions["cryptofiles.storage"].close()
 
 
-def test_token_of_deleted_user_is_refused(
-    client: FlaskClient, accounts: Accounts, db: Any
-) -> None:
+def test_token_of_deleted_user_is_refused(client: FlaskClient, accounts: Accounts, db: Any) -> None:
     token = accounts.token()
     db.users.delete_one({"name": "User1"})
     assert client.get("/test_login", headers=accounts.headers(token)).status_code == 401

@@ -188,9 +188,9 @@ def test_plaintext_range_reads_only_the_segments_it_touches(
     read = storage.read_chunks
     asked: list[tuple[int, int]] = []
 
-    def spy(fid: str, first: int, last: int) -> Any:
+    def spy(fid: str, length: int, first: int, last: int) -> Any:
         asked.append((first, last))
-        return read(fid, first, last)
+        return read(fid, length, first, last)
 
     monkeypatch.setattr(storage, "read_chunks", spy)
     start = FIRST + PLAIN + 7  # inside segment 2

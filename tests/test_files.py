@@ -255,12 +255,6 @@ def test_body_is_stored_verbatim_whatever_the_content_type(
                 "Content-Disposition": "attachment; filename*=UTF-8''na%C3%AFve.txt; filename=\"naive.txt\""
             },
             "naïve.txt",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="RFC 6266 §4.3: filename* is preferred over filename whatever their order; "
-                "werkzeug's parse_options_header keeps whichever comes last, and upload_name() "
-                "uses its result as is",
-            ),
             id="filename-star-first",
         ),
         ({"Content-Disposition": "attachment"}, None),
@@ -569,11 +563,6 @@ def test_download_by_any_logged_in_user(world: World, who: str) -> None:
             f"bytes=-{SIZE + 10}",
             0,
             LAST,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="RFC 9110 §14.1.2: a suffix longer than the representation selects all of "
-                "it; werkzeug's Range.range_for_length returns None, so the app answers 416",
-            ),
             id="suffix-longer-than-file",
         ),
     ],
@@ -607,11 +596,6 @@ def test_unsatisfiable_range_is_416(world: World, header: str) -> None:
         "bytes=--5",
         pytest.param(
             "items=0-5",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="RFC 9110 §14.2: a Range with an unknown unit must be ignored; "
-                "requested_range() passes it to range_for_length, gets None and answers 416",
-            ),
             id="unknown-unit",
         ),
     ],
@@ -631,11 +615,6 @@ def test_range_ignored_gives_the_whole_body(world: World, header: str) -> None:
         '"something-else", {etag}',
         pytest.param(
             "W/{etag}",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='RFC 9110 §13.1.2: If-None-Match uses the weak comparison, so W/"<id>" '
-                "matches; download() calls ETags.contains (strong only) instead of contains_weak",
-            ),
             id="weak",
         ),
     ],
@@ -668,11 +647,6 @@ def test_if_none_match_with_another_etag_is_200(world: World) -> None:
         pytest.param(
             "W/{etag}",
             False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="RFC 9110 §13.1.5: If-Range needs a strong match and a weak tag never "
-                "matches; werkzeug's parse_if_range_header drops the W/ and the app answers 206",
-            ),
             id="weak",
         ),
     ],

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import gridfs.synchronous.grid_file
 import pytest
 from bson.binary import Binary
 from flask import Flask
@@ -47,17 +46,6 @@ def storage(app: Flask) -> Storage:
 @pytest.fixture
 def files(app: Flask) -> FileService:
     return app.extensions["cryptofiles.files"]  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def write_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make pymongo send each GridFS chunk as soon as it is written.
-
-    GridIn buffers up to 48 MB of chunks before its first insert, so an upload of a few MiB would
-    reach the database only at the end, and a failure midway would have nothing to clean up. With
-    this, the tests below see chunks of the failed upload in the database before it fails.
-    """
-    monkeypatch.setattr(gridfs.synchronous.grid_file, "_UPLOAD_BUFFER_SIZE", 0)
 
 
 def counts(db: Any) -> tuple[int, int, int]:
@@ -106,7 +94,6 @@ def no_orphans(db: Any) -> None:
     ],
     ids=lambda error: type(error).__name__,
 )
-@pytest.mark.usefixtures("write_through")
 def test_body_failing_midway_leaves_nothing(
     files: FileService, db: Any, error: BaseException
 ) -> None:
@@ -131,7 +118,6 @@ LIMIT = 2 * MiB + BLOCK
 
 
 @pytest.mark.parametrize("size", [LIMIT + 1, 4 * MiB])
-@pytest.mark.usefixtures("write_through")
 def test_size_limit_exceeded_midway_leaves_nothing(
     storage: Storage, settings: Settings, db: Any, size: int
 ) -> None:
@@ -161,8 +147,8 @@ def fail_in_chunk_writer(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_f
     original = storage.chunk_writer
 
     @contextlib.contextmanager
-    def chunk_writer(file_id: str) -> Iterator[Callable[[bytes], None]]:
-        with original(file_id) as write:
+    def chunk_writer(*args: Any) -> Iterator[Callable[[bytes], None]]:
+        with original(*args) as write:
             written = 0
 
             def write_or_fail(segment: bytes) -> None:
@@ -180,10 +166,10 @@ def fail_in_chunk_writer(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_f
 
 def fail_in_driver(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_fail: Any) -> None:
     """pymongo's insert of the 3rd chunk document raises AutoReconnect."""
-    original = Collection.insert_many
+    original = Collection.insert_one
     inserted = 0
 
-    def insert_many(self: Collection[Any], documents: Any, *args: Any, **kwargs: Any) -> Any:
+    def insert_one(self: Collection[Any], documents: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal inserted
         if self.name == "ciphertext.chunks":
             inserted += 1
@@ -192,11 +178,10 @@ def fail_in_driver(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_fail: A
                 raise AutoReconnect("connection reset by peer")
         return original(self, documents, *args, **kwargs)
 
-    monkeypatch.setattr(Collection, "insert_many", insert_many)
+    monkeypatch.setattr(Collection, "insert_one", insert_one)
 
 
 @pytest.mark.parametrize("inject", [fail_in_chunk_writer, fail_in_driver], ids=["writer", "driver"])
-@pytest.mark.usefixtures("write_through")
 def test_database_failing_midway_leaves_nothing(
     files: FileService,
     storage: Storage,
@@ -326,12 +311,12 @@ def test_read_chunks_detects_a_missing_chunk(
     file_id = three_chunk_file.id
     db["ciphertext.chunks"].delete_one({"files_id": file_id, "n": missing})
     with pytest.raises(CorruptFile):
-        list(storage.read_chunks(file_id, 0, 2))
+        list(storage.read_chunks(file_id, three_chunk_file.stored_size, 0, 2))
     with pytest.raises(CorruptFile):
         b"".join(files.ciphertext(three_chunk_file))
     # Chunks that are still there can be read on their own.
     for n in {0, 1, 2} - {missing}:
-        assert len(list(storage.read_chunks(file_id, n, n))) == 1
+        assert len(list(storage.read_chunks(file_id, three_chunk_file.stored_size, n, n))) == 1
 
 
 @pytest.mark.parametrize(
@@ -341,11 +326,6 @@ def test_read_chunks_detects_a_missing_chunk(
         pytest.param(lambda data: data + b"0123456789", id="longer"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="CorruptFile is documented as 'chunks are missing or of the wrong size', but "
-    "Storage.read_chunks only checks the sequence of n, never len(data) against chunk_size",
-)
 def test_read_chunks_detects_a_chunk_of_the_wrong_size(
     storage: Storage, db: Any, three_chunk_file: FileRecord, change: Callable[[bytes], bytes]
 ) -> None:
@@ -354,7 +334,7 @@ def test_read_chunks_detects_a_chunk_of_the_wrong_size(
         {"_id": chunk["_id"]}, {"$set": {"data": Binary(change(bytes(chunk["data"])))}}
     )
     with pytest.raises(CorruptFile):
-        list(storage.read_chunks(three_chunk_file.id, 0, 2))
+        list(storage.read_chunks(three_chunk_file.id, three_chunk_file.stored_size, 0, 2))
 
 
 @pytest.fixture
@@ -422,12 +402,6 @@ def resize_chunk_1(delta: bytes, cut: int) -> Callable[[Any, str], None]:
         pytest.param(
             resize_chunk_1(b"0123456789", 0),
             id="longer",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="read_chunks does not check chunk sizes, so an overlong middle chunk is "
-                "streamed as is: the body runs past Content-Length (a server that stops at "
-                "Content-Length sends a full-length wrong body)",
-            ),
         ),
     ],
 )
@@ -447,12 +421,6 @@ def test_download_with_a_chunk_of_the_wrong_size_is_never_sent_whole(
 # -- documented behaviour that does not hold -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="files.py promises 'at most one segment is held at a time', but pymongo's GridIn "
-    "(used by Storage.chunk_writer) buffers up to 48 MB of chunks before its first insert: "
-    "segments reach the database only at close() for files under ~45 MiB",
-)
 def test_segments_reach_the_database_while_the_upload_runs(files: FileService, db: Any) -> None:
     seen: list[int] = []
 
@@ -464,14 +432,6 @@ def test_segments_reach_the_database_while_the_upload_runs(files: FileService, d
     assert seen[0] >= 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload whose pending record another instance swept meanwhile (stalled > "
-    "STALE_UPLOAD between blocks) still returns its record: Storage.complete_file ignores "
-    "that it matched nothing, so the client gets 201 for an id that is 404 forever, and the "
-    "chunks written after the sweep plus the GridFS entry stay orphaned (the start-up sweep "
-    "never looks for orphans; only an explicit sweep(orphans=True) would)",
-)
 def test_upload_swept_meanwhile_does_not_report_success(
     files: FileService, storage: Storage, settings: Settings, db: Any
 ) -> None:
