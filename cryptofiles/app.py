@@ -21,6 +21,7 @@ from werkzeug.http import parse_options_header
 from cryptofiles import auth, crypto
 from cryptofiles.auth import Authenticator, PasswordHasher, TokenService, token_required
 from cryptofiles.config import Settings
+from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted, UploadTooLarge
 from cryptofiles.storage import FileRecord, Storage
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     register_error_handlers(app)
     register_routes(app)
     register_file_routes(app)
+    register_docs(app)
     return app
 
 

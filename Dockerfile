@@ -1,0 +1,26 @@
+# The API server of the docker compose demo (docker-compose.yml): the package and its pinned
+# dependencies, served by gunicorn as cryptofiles/serve.py runs it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+COPY pyproject.toml README.md ./
+COPY cryptofiles ./cryptofiles
+RUN pip install --no-deps . \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+
+# Run from an empty directory, so that the installed package is what gets imported.
+WORKDIR /app
+USER app
+EXPOSE 5000
+
+# cryptofiles/serve.py's gunicorn_command, bound to all interfaces; WEB_WORKERS, WEB_THREADS and
+# LOG_LEVEL work as in the rest of the configuration. tests/test_compose.py keeps the two equal.
+# --header-map dangerous: the seed's header names contain underscores (New_User_Name).
+CMD ["sh", "-c", "exec python -m gunicorn --bind 0.0.0.0:5000 --worker-class gthread --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --access-logfile - --log-level ${LOG_LEVEL:-info} 'cryptofiles.app:create_app()'"]

@@ -1,0 +1,156 @@
+"""The docker compose demo (Dockerfile, docker-compose.yml, compose.env.example) stays coherent.
+
+No Docker engine is needed: ``docker compose config`` (run when the client and its compose plugin
+are installed) only parses and normalizes the file; the rest reads the files themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dotenv import dotenv_values
+from flask import Flask
+from gunicorn.config import Config
+
+from cryptofiles.config import ConfigError, Settings
+from cryptofiles.crypto import KeyRing
+from cryptofiles.serve import gunicorn_command
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / "compose.env.example"
+
+
+def dockerfile_command() -> list[str]:
+    """The Dockerfile's CMD as argv, with ``${VAR:-default}`` at its default (the shell's job)."""
+    match = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert match, "the Dockerfile needs a one-line CMD in exec form"
+    argv: list[str] = json.loads(match.group(1))
+    if argv[:2] == ["sh", "-c"]:
+        script = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", argv[2])
+        argv = shlex.split(script)
+        argv = argv[1:] if argv[0] == "exec" else argv
+    return argv
+
+
+def gunicorn_options(argv: list[str]) -> dict[str, Any]:
+    """What gunicorn itself makes of a ``python -m gunicorn ...`` command line."""
+    assert argv[1:3] == ["-m", "gunicorn"], argv
+    options: dict[str, Any] = vars(Config().parser().parse_args(argv[3:]))
+    return options
+
+
+def test_dockerfile_runs_gunicorn_as_serve_does() -> None:
+    settings = Settings.from_mapping(
+        {
+            "SECRET_KEY": "s" * 32,
+            "MASTER_KEYS": KeyRing.generate_entry("k1"),
+            "MONGODB_URI": "mongodb://mongo:27017",
+            "HOST": "0.0.0.0",  # noqa: S104 (inside the container)
+        }
+    )
+    expected = gunicorn_command(settings)
+    assert expected[0] == sys.executable
+    assert gunicorn_options(dockerfile_command()) == gunicorn_options(expected)
+
+
+def mounts(service: dict[str, Any]) -> set[tuple[str, ...]]:
+    """(source, target) of each volume, in the short ("a:b") or long syntax."""
+    return {
+        tuple(v.split(":")[:2]) if isinstance(v, str) else (v["source"], v["target"])
+        for v in service.get("volumes", [])
+    }
+
+
+def ports(service: dict[str, Any]) -> set[tuple[str, ...]]:
+    """(published, target) of each port, in the short ("a:b") or long syntax."""
+    return {
+        tuple(p.split(":")[-2:]) if isinstance(p, str) else (str(p["published"]), str(p["target"]))
+        for p in service.get("ports", [])
+    }
+
+
+def check_compose(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert set(services) == {"app", "mongo"}
+    app, mongo = services["app"], services["mongo"]
+    assert "build" in app
+    assert app["depends_on"]["mongo"]["condition"] == "service_healthy"
+    assert ports(app) == {("5000", "5000")}
+    command = app.get("command") or dockerfile_command()
+    options = gunicorn_options(command)
+    assert options["header_map"] == "dangerous"  # the seed's header names contain underscores
+    assert options["worker_class"] == "gthread"
+    assert options["bind"] == ["0.0.0.0:5000"]
+
+    assert mongo["image"] == "mongo:7"
+    test = " ".join(mongo["healthcheck"]["test"])
+    assert "mongosh" in test
+    assert "ping" in test
+    assert ("mongo-data", "/data/db") in mounts(mongo)
+    assert "mongo-data" in config["volumes"]
+
+
+def test_compose_file() -> None:
+    config = yaml.safe_load(COMPOSE_FILE.read_text())
+    check_compose(config)
+    assert config["services"]["app"]["build"] == "."
+    assert config["services"]["app"]["env_file"] == "compose.env"
+
+
+def compose_available() -> str | None:
+    """Why ``docker compose`` cannot run here, or None if it can."""
+    if shutil.which("docker") is None:
+        return "the docker client is not installed"
+    version = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if version.returncode != 0:
+        return "the docker compose plugin is not installed (docker compose version failed)"
+    return None
+
+
+def test_docker_compose_config(tmp_path: Path) -> None:
+    if reason := compose_available():
+        pytest.skip(f"cannot run `docker compose config`: {reason}")
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
+    shutil.copy(ENV_EXAMPLE, tmp_path / "compose.env")
+    compose = ["docker", "compose", "--file", str(tmp_path / "docker-compose.yml")]
+    result = subprocess.run(
+        [*compose, "config", "--format", "json"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    check_compose(config)
+    # The env file was found and read.
+    assert config["services"]["app"]["environment"]["MONGODB_URI"] == "mongodb://mongo:27017"
+
+
+def test_env_example_placeholders_are_refused() -> None:
+    """Nobody can run the demo on the example's secrets by mistake."""
+    values = {k: v for k, v in dotenv_values(ENV_EXAMPLE).items() if v is not None}
+    assert {"SECRET_KEY", "MASTER_KEYS", "MONGODB_URI"} <= set(values)
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Settings.from_mapping({**values, "MASTER_KEYS": KeyRing.generate_entry("k1")})
+    with pytest.raises(ConfigError, match="MASTER_KEYS"):
+        Settings.from_mapping({**values, "SECRET_KEY": "s" * 32})
+
+
+def test_the_image_ships_the_openapi_document(app: Flask) -> None:
+    """The image installs the package (not editable): openapi.yaml must be package data."""
+    if "/openapi.json" not in {rule.rule for rule in app.url_map.iter_rules()}:
+        pytest.skip("create_app does not register the docs routes (yet)")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools.get("package-data", {}).get("cryptofiles", [])
+    assert any(fnmatch("openapi.yaml", p) for p in patterns), (
+        'add [tool.setuptools.package-data] cryptofiles = ["openapi.yaml"] to pyproject.toml'
+    )
