@@ -415,8 +415,14 @@ class Api:
                 EXIT_INTERRUPTED,
             )
 
-    def upload(self, path: str, source: BinaryIO, size: int, headers: Mapping[str, str | bytes],
-               label: str) -> dict[str, Any]:  # fmt: skip
+    def upload(
+        self,
+        path: str,
+        source: BinaryIO,
+        size: int,
+        headers: Mapping[str, str | bytes],
+        label: str,
+    ) -> dict[str, Any]:
         """POST ``size`` bytes of ``source`` as the raw body, in blocks; the JSON answer."""
         conn = self.connect()
         try:
@@ -599,18 +605,15 @@ def read_key_file(name: str) -> bytes:
         raise CliError(f"{name}: expected a key in base64 (or 32 raw bytes)", EXIT_USAGE) from None
 
 
-def decrypt_into(key: bytes, ciphertext: Iterable[bytes], sink: BinaryIO) -> int:
-    """Decrypt a ciphertext stream into ``sink``; the plaintext size. Exit 8 if it is rejected."""
+def decrypt_into(key: bytes, ciphertext: Iterable[bytes], sink: BinaryIO) -> None:
+    """Decrypt a ciphertext stream into ``sink``, segment by segment; exit 8 if it is rejected."""
     from cryptofiles import crypto
 
-    written = 0
     try:
         for plain in crypto.decrypt_stream(key, ciphertext):
             sink.write(plain)
-            written += len(plain)
     except crypto.DecryptionError as exc:
         raise CliError(f"decryption failed: {exc}", EXIT_DECRYPT) from None
-    return written
 
 
 # -- client commands -----------------------------------------------------------------------------
@@ -1126,8 +1129,12 @@ def add_file_commands(commands: Any) -> None:
         "download", help="download a file's ciphertext, or with --decrypt its content"
     )
     cmd.add_argument("id")
-    cmd.add_argument("-o", "--output", metavar="PATH", help="output file or folder (default: "
-                     "<name>.enc, or the original name with --decrypt, here)")  # fmt: skip
+    cmd.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="output file or folder (default: <name>.enc here, or with --decrypt the original name)",
+    )
     cmd.add_argument("--decrypt", action="store_true", help="decrypt here while downloading")
     cmd.add_argument("--force", action="store_true", help="replace an existing output file")
     cmd.set_defaults(handler=cmd_download)
@@ -1136,7 +1143,7 @@ def add_file_commands(commands: Any) -> None:
     keys = cmd.add_mutually_exclusive_group(required=True)
     keys.add_argument("--key", help="the key in base64 (visible in `ps`: prefer --key-file)")
     keys.add_argument("--key-file", metavar="F", help="file holding the key ('-': stdin)")
-    cmd.add_argument("-o", "--output", metavar="PATH", help="default: FILE without .enc")
+    cmd.add_argument("-o", "--output", metavar="PATH", help="default: its name without .enc, here")
     cmd.add_argument("--force", action="store_true", help="replace an existing output file")
     cmd.set_defaults(handler=cmd_decrypt)
 

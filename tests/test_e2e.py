@@ -82,9 +82,10 @@ class Server:
 
     def database(self) -> Any:
         """The launcher's own database, found through the URI it logged."""
-        match = re.search(r"Started a local database at (mongodb://\S+)", self.log_path.read_text())
-        assert match, self.log_path.read_text()
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(match.group(1))
+        found = re.findall(r"Started a local database at (mongodb://\S+)", self.log_path.read_text())
+        assert found, self.log_path.read_text()
+        # The log is appended across restarts, each on a new port: the last start is current.
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(found[-1])
         return client
 
     def stop(self) -> None:
