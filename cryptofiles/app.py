@@ -23,7 +23,8 @@ from cryptofiles.auth import Authenticator, PasswordHasher, TokenService, token_
 from cryptofiles.config import Settings
 from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
-from cryptofiles.files import ByteRange, FileService, UploadInterrupted, UploadTooLarge
+from cryptofiles.files import ByteRange, FileService, UploadInterrupted
+from cryptofiles.ratelimit import client_address, create_limiter, current_user, limited, login_name
 from cryptofiles.storage import FileRecord, Storage
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
         TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
         clock,
     )
-    files = FileService(storage, settings.master_keys, clock, settings.max_upload_bytes)
+    files = FileService(
+        storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
+    )
     files.sweep()  # leftovers of uploads that a crash interrupted
     app.extensions["cryptofiles.settings"] = settings
     app.extensions["cryptofiles.storage"] = storage
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     app.extensions[auth.EXTENSION_KEY] = authenticator
 
     register_error_handlers(app)
+    create_limiter(app, storage)
     register_routes(app)
     register_file_routes(app)
     register_docs(app)
@@ -119,7 +123,10 @@ def _header_text(field: str, raw: str) -> str:
 
 
 def register_routes(app: Flask) -> None:
+    settings: Settings = app.extensions["cryptofiles.settings"]
+
     @app.post("/registration")
+    @limited(app, settings.rate_limit_registration, client_address, "registration")
     def registration() -> Response:
         name, password = credentials("New_User_Name", "New_User_Password")
         user = _authenticator().register(name, password)
@@ -130,6 +137,8 @@ def register_routes(app: Flask) -> None:
         )
 
     @app.get("/login")
+    @limited(app, settings.rate_limit_login_name, login_name, "login-name")
+    @limited(app, settings.rate_limit_login_address, client_address, "login-address")
     def login() -> Response:
         name, password = credentials("User_Name", "User_Password")
         issued = _authenticator().login(name, password)
@@ -322,12 +331,13 @@ def ranged_response(
 
 
 def register_file_routes(app: Flask) -> None:
+    settings: Settings = app.extensions["cryptofiles.settings"]
+
     @app.post("/upload")
     @token_required
     def upload() -> Response:
-        limit = _files().max_upload_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise UploadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+        if request.content_length is not None:
+            _files().check_declared_size(g.principal.user.public_id, request.content_length)
         record = _files().upload(
             g.principal.user.public_id,
             request_body(),
@@ -391,6 +401,7 @@ def register_file_routes(app: Flask) -> None:
 
     @app.get("/files/<file_id>/key")
     @token_required
+    @limited(app, settings.rate_limit_keys, current_user, "keys")
     def file_key(file_id: str) -> Response:
         record = _files().get(file_id, owner=g.principal.user.public_id)
         key = base64.b64encode(_files().key(record)).decode()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 from cryptofiles.crypto import KeyRing, KeyRingError
 
@@ -25,6 +26,12 @@ MIN_SECRET_KEY_BYTES = 32
 DEFAULT_PASSWORD_HASH = "scrypt:32768:8:3"  # noqa: S105 (a cost setting, not a secret)
 
 GiB = 1 << 30
+RATE_LIMITS = (
+    "RATE_LIMIT_LOGIN_NAME",
+    "RATE_LIMIT_LOGIN_ADDRESS",
+    "RATE_LIMIT_REGISTRATION",
+    "RATE_LIMIT_KEYS",
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -63,6 +70,11 @@ class Settings:
     mongodb_timeout_ms: int = 5000
     web_workers: int = 2
     web_threads: int = 8
+    rate_limit_login_name: str = "10/minute"
+    rate_limit_login_address: str = "60/minute"
+    rate_limit_registration: str = "30/hour"
+    rate_limit_keys: str = "600/minute"
+    quota_bytes: int = 50 * GiB
 
     def __post_init__(self) -> None:
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
@@ -84,6 +96,13 @@ class Settings:
             raise ConfigError("PASSWORD_HASH_CONCURRENCY must be at least 1")
         if self.mongodb_timeout_ms < 100:
             raise ConfigError("MONGODB_TIMEOUT_MS must be at least 100")
+        for name in RATE_LIMITS:
+            try:
+                parse_many(getattr(self, name.lower()))
+            except ValueError:
+                raise ConfigError(f"{name} must look like 10/minute or 100 per hour") from None
+        if self.quota_bytes < 1:
+            raise ConfigError("QUOTA_BYTES must be positive")
         if self.web_workers < 1 or self.web_threads < 1:
             raise ConfigError("WEB_WORKERS and WEB_THREADS must be at least 1")
 
@@ -138,4 +157,10 @@ class Settings:
             mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", 5000),
             web_workers=integer("WEB_WORKERS", 2),
             web_threads=integer("WEB_THREADS", 8),
+            quota_bytes=integer("QUOTA_BYTES", 50 * GiB),
+            **{
+                name.lower(): values[name].strip()
+                for name in RATE_LIMITS
+                if values.get(name, "").strip()
+            },
         )

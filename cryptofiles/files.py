@@ -41,6 +41,10 @@ class UploadTooLarge(FileError):
     pass
 
 
+class QuotaExceeded(UploadTooLarge):
+    """The owner's stored files plus this one would pass the per-user quota."""
+
+
 class UploadInterrupted(FileError):
     """The client stopped sending before the end of the body."""
 
@@ -78,12 +82,18 @@ class ByteRange:
 
 class FileService:
     def __init__(
-        self, storage: Storage, key_ring: crypto.KeyRing, clock: Clock, max_upload_bytes: int
+        self,
+        storage: Storage,
+        key_ring: crypto.KeyRing,
+        clock: Clock,
+        max_upload_bytes: int,
+        quota_bytes: int | None = None,
     ) -> None:
         self.storage = storage
         self.key_ring = key_ring
         self.clock = clock
         self.max_upload_bytes = max_upload_bytes
+        self.quota_bytes = quota_bytes
 
     def upload(
         self,
@@ -105,7 +115,7 @@ class FileService:
         now = self.clock()
         record = FileRecord(file_id, owner, name, content_type, wrapped_key, kek_id, now)
         self.storage.insert_pending_file(record, now)
-        counter = _SizeGuard(self.max_upload_bytes)
+        counter = _SizeGuard(self.max_upload_bytes, self._room_left(owner))
         stored_size = 0
         try:
             with self.storage.chunk_writer(file_id, now) as write_chunk:
@@ -119,6 +129,17 @@ class FileService:
             self._discard_quietly(file_id)
             raise
         return dataclasses.replace(record, size=counter.total, stored_size=stored_size)
+
+    def check_declared_size(self, owner: str, size: int) -> None:
+        """Refuse a body whose declared size is over a limit before a byte of it is read."""
+        _SizeGuard(self.max_upload_bytes, self._room_left(owner)).check(size)
+
+    def _room_left(self, owner: str) -> int | None:
+        """Bytes the owner may still store. Uploads running at the same time are not counted,
+        so parallel uploads can overshoot the quota by at most their own sizes."""
+        if self.quota_bytes is None:
+            return None
+        return self.quota_bytes - self.storage.bytes_used(owner)
 
     def _heartbeat(self, file_id: str, blocks: Iterable[bytes]) -> Iterator[bytes]:
         last = time.monotonic()
@@ -291,15 +312,22 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 class _SizeGuard:
-    """Counts plaintext bytes and stops the upload as soon as they pass the limit."""
+    """Counts plaintext bytes and stops the upload as soon as they pass a limit."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, room_left: int | None = None) -> None:
         self.limit = limit
+        self.room_left = room_left
         self.total = 0
 
     def count(self, blocks: Iterable[bytes]) -> Iterator[bytes]:
         for block in blocks:
             self.total += len(block)
-            if self.total > self.limit:
-                raise UploadTooLarge(f"The file is larger than the limit of {self.limit} bytes.")
+            self.check(self.total)
             yield block
+
+    def check(self, size: int) -> None:
+        if size > self.limit:
+            raise UploadTooLarge(f"The file is larger than the limit of {self.limit} bytes.")
+        if self.room_left is not None and size > self.room_left:
+            left = max(self.room_left, 0)
+            raise QuotaExceeded(f"The file does not fit in your storage quota ({left} bytes left).")

@@ -28,11 +28,12 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pymongo
 from bson.binary import Binary
+from pymongo import ReturnDocument
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 
@@ -128,6 +129,7 @@ class Storage:
         self.users = self.db["users"]
         self.revoked_tokens = self.db["revoked_tokens"]
         self.ttl_supported = True  # until the server says otherwise
+        self.rate_counters = self.db["rate_counters"]
         self.files = self.db["files"]
         self.chunk_size = chunk_size
         self.chunks = self.db["ciphertext.chunks"]
@@ -145,9 +147,13 @@ class Storage:
                 self.revoked_tokens.create_index(
                     "expires_at", expireAfterSeconds=0, name="expire_revoked_tokens"
                 )
+                self.rate_counters.create_index(
+                    "expire_at", expireAfterSeconds=0, name="expire_rate_counters"
+                )
             except OperationFailure as exc:
                 if exc.code != NOT_IMPLEMENTED:
                     raise
+                # FerretDB: no TTL. Revocations are purged on revoke, ended windows on their next hit.
                 self.ttl_supported = False
                 self.revoked_tokens.create_index("expires_at", name="revoked_tokens_expiry")
             self.files.create_index([("owner", 1), ("created_at", -1)], name="files_by_owner")
@@ -308,6 +314,12 @@ class Storage:
             cursor = self.files.find(query, sort=[("created_at", -1), ("_id", -1)], limit=limit)
             return [FileRecord.from_doc(doc) for doc in cursor]
 
+    def bytes_used(self, owner: str) -> int:
+        """Plaintext bytes of the owner's complete files (what the quota counts)."""
+        with _mapped_errors():
+            docs = self.files.find({"owner": owner, "status": "complete"}, {"size": 1})
+            return sum(int(doc.get("size", 0)) for doc in docs)
+
     def shred_file(self, file_id: str, now: datetime) -> None:
         """Make a file unservable and unreadable at once: drop its wrapped key, mark it deleting."""
         with _mapped_errors():
@@ -372,6 +384,42 @@ class Storage:
     def delete_user(self, public_id: str) -> None:
         with _mapped_errors():
             self.users.delete_one({"public_id": public_id})
+
+    # -- rate-limit counters (see ratelimit.py) -------------------------------------------------
+
+    def counter_incr(self, key: str, expiry_seconds: int, amount: int, now: datetime) -> int:
+        """Add ``amount`` to a fixed-window counter, starting a new window if the last one ended.
+
+        Plain update operators only (FerretDB has no pipeline updates); the delete of an ended
+        window and the upsert race harmlessly: the loser of a simultaneous first hit retries.
+        """
+        with _mapped_errors():
+            self.rate_counters.delete_one({"_id": key, "expire_at": {"$lte": now}})
+            for _ in range(3):
+                try:
+                    doc = self.rate_counters.find_one_and_update(
+                        {"_id": key},
+                        {"$inc": {"count": amount},
+                         "$setOnInsert": {"expire_at": now + timedelta(seconds=expiry_seconds)}},
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )  # fmt: skip
+                    if doc is not None:
+                        return int(doc["count"])
+                except DuplicateKeyError:
+                    continue
+        raise DatabaseUnavailable("rate counter contention")
+
+    def counter_get(self, key: str, now: datetime) -> tuple[int, datetime | None]:
+        """``(count, window end)`` of a live window, ``(0, None)`` when there is none."""
+        with _mapped_errors():
+            doc = self.rate_counters.find_one({"_id": key, "expire_at": {"$gt": now}})
+        return (int(doc["count"]), doc["expire_at"]) if doc else (0, None)
+
+    def counter_clear(self, key: str | None = None) -> int:
+        with _mapped_errors():
+            result = self.rate_counters.delete_many({} if key is None else {"_id": key})
+        return result.deleted_count
 
     # -- revoked tokens ------------------------------------------------------------------------
 

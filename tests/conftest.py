@@ -49,6 +49,10 @@ def settings_values(mongodb_uri: str, master_keys: str) -> dict[str, str]:
         "MONGODB_URI": mongodb_uri,
         "MONGODB_DB": f"test_{uuid.uuid4().hex[:16]}",
         "PASSWORD_HASH": TEST_PASSWORD_HASH,
+        # Tests register and log in far more often than people; tests of the limits set their own.
+        "RATE_LIMIT_LOGIN_NAME": "1000/minute",
+        "RATE_LIMIT_LOGIN_ADDRESS": "1000/minute",
+        "RATE_LIMIT_REGISTRATION": "1000/minute",
     }
 
 

@@ -45,6 +45,12 @@ class Server:
             CRYPTOFILES_TOOLS_DIR=str(ROOT / "tools"),
             WEB_WORKERS="2",
             WEB_THREADS="4",
+            # Tests register and log in far more often than people do; tests/test_limits.py
+            # checks the limits themselves.
+            RATE_LIMIT_LOGIN_NAME="10000/minute",
+            RATE_LIMIT_LOGIN_ADDRESS="10000/minute",
+            RATE_LIMIT_REGISTRATION="10000/minute",
+            RATE_LIMIT_KEYS="10000/minute",
             **(extra_env or {}),
         )
         self.log_path = var_dir / "serve.log"
@@ -82,7 +88,9 @@ class Server:
 
     def database(self) -> Any:
         """The launcher's own database, found through the URI it logged."""
-        found = re.findall(r"Started a local database at (mongodb://\S+)", self.log_path.read_text())
+        found = re.findall(
+            r"Started a local database at (mongodb://\S+)", self.log_path.read_text()
+        )
         assert found, self.log_path.read_text()
         # The log is appended across restarts, each on a new port: the last start is current.
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(found[-1])

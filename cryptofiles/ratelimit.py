@@ -1,0 +1,106 @@
+"""Rate limits: flask-limiter, with its counters in our MongoDB so limits hold across instances and
+restarts.
+
+flask-limiter's own MongoDB storage (from the ``limits`` package) needs TTL indexes and pipeline
+updates, which FerretDB lacks; ``MongoCounters`` is a small ``limits`` storage on plain update
+operators instead, delegating to ``Storage``. Fixed windows: a brute-forcer who hammers a name can
+keep it limited only while he keeps hammering, and the real user is free again one window later.
+
+Limits (configurable, see README): logins per user name and per client address, registrations per
+client address, key fetches per user. Breaches answer 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from flask import Flask, g, request
+from flask_limiter import Limiter
+from limits.storage import Storage as LimitsStorage
+
+from cryptofiles.storage import Storage, StorageError
+
+EXTENSION_KEY = "cryptofiles.limiter"
+
+
+class MongoCounters(LimitsStorage):
+    """A ``limits`` storage backed by ``Storage``'s counter methods."""
+
+    STORAGE_SCHEME: ClassVar[list[str]] = ["cryptofiles"]  # type: ignore[misc]
+
+    def __init__(
+        self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any
+    ) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions)
+        self.storage: Storage = options["storage"]
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return StorageError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.storage.counter_incr(key, int(expiry), amount, datetime.now(UTC))
+
+    def get(self, key: str) -> int:
+        return self.storage.counter_get(key, datetime.now(UTC))[0]
+
+    def get_expiry(self, key: str) -> float:
+        end = self.storage.counter_get(key, datetime.now(UTC))[1]
+        return end.timestamp() if end else time.time()
+
+    def check(self) -> bool:
+        try:
+            self.storage.ping()
+        except StorageError:
+            return False
+        return True
+
+    def reset(self) -> int | None:
+        return self.storage.counter_clear()
+
+    def clear(self, key: str) -> None:
+        self.storage.counter_clear(key)
+
+
+def client_address() -> str:
+    # The peer address as the WSGI server saw it; behind a proxy, configure gunicorn's
+    # --forwarded-allow-ips so that it is the client's, not the proxy's.
+    return request.remote_addr or "unknown"
+
+
+def login_name() -> str:
+    """The name a login is for, hashed: counters must not become a list of tried names."""
+    name = request.headers.get("User_Name")
+    if name is None and request.is_json:
+        body = request.get_json(silent=True)
+        name = body.get("User_Name") if isinstance(body, dict) else None
+    return "name:" + hashlib.sha256(str(name).encode()).hexdigest()[:32]
+
+
+def current_user() -> str:
+    return f"user:{g.principal.user.public_id}"
+
+
+def create_limiter(app: Flask, storage: Storage) -> Limiter:
+    limiter = Limiter(
+        key_func=client_address,
+        app=app,
+        storage_uri="cryptofiles://",
+        storage_options={"storage": storage},  # type: ignore[dict-item]
+        strategy="fixed-window",
+        headers_enabled=True,  # RateLimit-* headers, and Retry-After on 429
+        key_prefix="rl",
+    )
+    app.extensions[EXTENSION_KEY] = limiter
+    return limiter
+
+
+def limited(app: Flask, limit: str, key_func: Callable[[], str], scope: str) -> Callable[..., Any]:
+    """A decorator applying ``limit`` (e.g. "10/minute") per ``key_func``, in its own ``scope``."""
+    limiter: Limiter = app.extensions[EXTENSION_KEY]
+    message = f"Too many requests (limit: {limit}); retry after Retry-After seconds."
+    return limiter.limit(limit, key_func=key_func, scope=scope, error_message=message)
