@@ -24,6 +24,7 @@ from cryptofiles.config import Settings
 from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
+from cryptofiles.logs import configure_logging, init_request_logging
 from cryptofiles.ratelimit import client_address, create_limiter, current_user, limited, login_name
 from cryptofiles.storage import FileRecord, Storage
 
@@ -32,9 +33,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utcnow) -> Flask:
     settings = settings or Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     app = Flask(__name__)
     # Uploads stream through our own size guard; Flask's limit would only apply to form parsing.
     app.config["MAX_CONTENT_LENGTH"] = None
@@ -59,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     app.extensions[auth.EXTENSION_KEY] = authenticator
 
     register_error_handlers(app)
+    init_request_logging(app)
     create_limiter(app, storage)
     register_routes(app)
     register_file_routes(app)

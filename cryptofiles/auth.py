@@ -21,6 +21,7 @@ import jwt
 from flask import current_app, g, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from cryptofiles.logs import clip, security_event
 from cryptofiles.storage import Storage, User
 
 # Account rules (the seed's "User1" is a valid name).
@@ -183,6 +184,7 @@ class Authenticator:
             raise InvalidAccountData(f"Password must be {PASSWORD_RULE}.")
         user = self.storage.user_by_name(name) if NAME_RE.fullmatch(name) else None
         if not self.hasher.verify(user.password_hash if user else None, password):
+            security_event("login.failed", user_name=clip(name), known_user=user is not None)
             raise InvalidCredentials("Wrong user name or password.")
         assert user is not None  # verify() is False without a stored hash
         if self.hasher.needs_rehash(user.password_hash):
@@ -194,6 +196,7 @@ class Authenticator:
     def verify_password(self, user: User, password: str) -> None:
         """Re-authentication before a sensitive change: the current password must match."""
         if not self.hasher.verify(user.password_hash, password):
+            security_event("password.confirmation_failed")
             raise InvalidCredentials("Wrong password.")
 
     def change_password(self, principal: Principal, current: str, new: str) -> None:
@@ -246,7 +249,12 @@ def token_required(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         authenticator: Authenticator = current_app.extensions[EXTENSION_KEY]
-        g.principal = authenticator.authenticate(token_from_headers(request.headers))
+        token = token_from_headers(request.headers)
+        try:
+            g.principal = authenticator.authenticate(token)
+        except InvalidToken:
+            security_event("token.rejected", path=request.path)
+            raise
         return view(*args, **kwargs)
 
     return cast(F, wrapper)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptofiles import crypto
 from cryptofiles.auth import Clock
+from cryptofiles.logs import security_event
 from cryptofiles.storage import FileRecord, Storage
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,11 @@ class FileService:
         except ValueError:
             raise NoSuchFile("No such file.") from None
         record = self.storage.complete_file_by_id(canonical) if canonical == file_id else None
-        if record is None or (owner is not None and record.owner != owner):
+        if record is not None and owner is not None and record.owner != owner:
+            # Someone asked for another user's file by its id: answered as "no such file", logged.
+            security_event("file.not_owner", file=record.id)
+            record = None
+        if record is None:
             raise NoSuchFile("No such file.")
         return record
 

@@ -13,12 +13,13 @@ client address, key fetches per user. Breaches answer 429 with ``Retry-After``.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from limits.storage import Storage as LimitsStorage
 
@@ -92,11 +93,26 @@ def create_limiter(app: Flask, storage: Storage) -> Limiter:
         storage_uri="cryptofiles://",
         storage_options={"storage": storage},  # type: ignore[dict-item]
         strategy="fixed-window",
-        headers_enabled=True,  # RateLimit-* headers, and Retry-After on 429
+        # Our error handler sets Retry-After on 429 (see retry_after); flask-limiter's own headers
+        # would also land on every other answer, overwriting a 503's Retry-After.
+        headers_enabled=False,
         key_prefix="rl",
     )
     app.extensions[EXTENSION_KEY] = limiter
     return limiter
+
+
+def retry_after_seconds() -> int:
+    """Seconds until the breached window of this request ends (at least 1)."""
+    limiter: Limiter = current_app.extensions[EXTENSION_KEY]
+    breached = [limit for limit in limiter.current_limits if limit.breached]
+    if not breached:
+        return 1
+    # reset_at is rounded up to a whole second; never say more than the window itself.
+    return max(
+        min(math.ceil(limit.reset_at - time.time()), limit.limit.get_expiry())
+        for limit in breached
+    ) or 1
 
 
 def limited(app: Flask, limit: str, key_func: Callable[[], str], scope: str) -> Callable[..., Any]:

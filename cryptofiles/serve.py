@@ -25,6 +25,7 @@ from dotenv import dotenv_values
 from cryptofiles.config import ConfigError, Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import DatabaseStartError, LocalDatabase, NoDatabaseServer, die_with_parent
+from cryptofiles.logs import configure_logging
 
 log = logging.getLogger("cryptofiles.serve")
 
@@ -85,16 +86,13 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--graceful-timeout", "30",
         # No control socket: it would be one more local interface, shared by every run on the host.
         "--no-control-socket",
-        "--access-logfile", "-",
         "--log-level", settings.log_level.lower(),
         "cryptofiles.app:create_app()",
     ]  # fmt: skip
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("INFO")
     values = ensure_secrets(load_values(), var_dir() / "secrets.env")
     database: LocalDatabase | None = None
     try:

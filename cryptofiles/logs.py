@@ -1,0 +1,93 @@
+"""Logging: one JSON object per line, each with the request id, and the security events.
+
+What is never logged: passwords, tokens, file keys, master keys, file contents, request bodies, and
+header values. User input that is logged (a user name, a file id) goes through the JSON encoder, so
+CR/LF and quotes in it cannot forge log lines. pymongo's command logs (which would show documents)
+are held at WARNING whatever LOG_LEVEL says.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter
+
+security_log = logging.getLogger("cryptofiles.security")
+request_log = logging.getLogger("cryptofiles.request")
+
+# A client may pass its own id for correlation, if it looks like one (never arbitrary text).
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{8,64}")
+MAX_LOGGED_TEXT = 64
+
+
+class _RequestContext(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id") if has_request_context() else None
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """Send every record to stderr as JSON. Idempotent: safe for every create_app()."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(getattr(h, "_cryptofiles", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+        handler.addFilter(_RequestContext())
+        handler._cryptofiles = True  # type: ignore[attr-defined]
+        root.handlers = [handler]
+    for noisy in ("pymongo", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def clip(text: object) -> str:
+    """User-supplied text, bounded in length; JSON encoding takes care of control characters."""
+    return str(text)[:MAX_LOGGED_TEXT]
+
+
+def security_event(event: str, **fields: Any) -> None:
+    user = g.get("principal") if has_request_context() else None
+    if user is not None:
+        fields.setdefault("user", user.user.public_id)
+    if has_request_context():
+        fields.setdefault("client", request.remote_addr)
+    # Under "details": field names can never collide with LogRecord's own (name, msg, ...).
+    security_log.warning(event, extra={"event": event, "details": fields})
+
+
+def init_request_logging(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        offered = request.headers.get("X-Request-Id", "")
+        g.request_id = offered if REQUEST_ID_RE.fullmatch(offered) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        principal = g.get("principal")
+        request_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,  # never the query string
+                "status": response.status_code,
+                "ms": round(
+                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1
+                ),
+                "user": principal.user.public_id if principal else None,
+            },
+        )
+        return response
