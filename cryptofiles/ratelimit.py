@@ -109,10 +109,10 @@ def retry_after_seconds() -> int:
     if not breached:
         return 1
     # reset_at is rounded up to a whole second; never say more than the window itself.
-    return max(
-        min(math.ceil(limit.reset_at - time.time()), limit.limit.get_expiry())
-        for limit in breached
-    ) or 1
+    waits = [
+        min(math.ceil(limit.reset_at - time.time()), limit.limit.get_expiry()) for limit in breached
+    ]
+    return max(*waits, 1)
 
 
 def limited(app: Flask, limit: str, key_func: Callable[[], str], scope: str) -> Callable[..., Any]:
