@@ -23,4 +23,5 @@ EXPOSE 5000
 # cryptofiles/serve.py's gunicorn_command, bound to all interfaces; WEB_WORKERS, WEB_THREADS and
 # LOG_LEVEL work as in the rest of the configuration. tests/test_compose.py keeps the two equal.
 # --header-map dangerous: the seed's header names contain underscores (New_User_Name).
-CMD ["sh", "-c", "exec python -m gunicorn --bind 0.0.0.0:5000 --worker-class gthread --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --log-level ${LOG_LEVEL:-info} 'cryptofiles.app:create_app()'"]
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/cryptofiles-metrics
+CMD ["sh", "-c", "exec python -m gunicorn --bind 0.0.0.0:5000 --worker-class gthread --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --config python:cryptofiles.gunicorn_conf --log-level ${LOG_LEVEL:-info} 'cryptofiles.app:create_app()'"]

@@ -25,6 +25,8 @@ from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
 from cryptofiles.logs import configure_logging, init_request_logging
+from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
+from cryptofiles.metrics import Metrics, init_metrics
 from cryptofiles.ratelimit import client_address, create_limiter, current_user, limited, login_name
 from cryptofiles.storage import FileRecord, Storage
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
 
     register_error_handlers(app)
     init_request_logging(app)
+    init_metrics(app, settings.metrics_token)
     create_limiter(app, storage)
     register_routes(app)
     register_file_routes(app)
@@ -316,8 +319,12 @@ def ranged_response(
     if request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison here
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     span = requested_range(total, etag)
+    metrics: Metrics = current_app.extensions[METRICS_KEY]
     response = Response(
-        body(span), status=206 if span else 200, mimetype=mimetype, direct_passthrough=True
+        metrics.counted_out(body(span)),
+        status=206 if span else 200,
+        mimetype=mimetype,
+        direct_passthrough=True,
     )
     response.content_length = span.length if span else total
     if span:
@@ -338,9 +345,10 @@ def register_file_routes(app: Flask) -> None:
     def upload() -> Response:
         if request.content_length is not None:
             _files().check_declared_size(g.principal.user.public_id, request.content_length)
+        metrics: Metrics = current_app.extensions[METRICS_KEY]
         record = _files().upload(
             g.principal.user.public_id,
-            request_body(),
+            metrics.counted_in(request_body()),
             name=upload_name(),
             content_type=upload_content_type(),
         )

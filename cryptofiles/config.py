@@ -75,6 +75,7 @@ class Settings:
     rate_limit_registration: str = "30/hour"
     rate_limit_keys: str = "600/minute"
     quota_bytes: int = 50 * GiB
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
@@ -101,6 +102,8 @@ class Settings:
                 parse_many(getattr(self, name.lower()))
             except ValueError:
                 raise ConfigError(f"{name} must look like 10/minute or 100 per hour") from None
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters")
         if self.quota_bytes < 1:
             raise ConfigError("QUOTA_BYTES must be positive")
         if self.web_workers < 1 or self.web_threads < 1:
@@ -158,6 +161,7 @@ class Settings:
             web_workers=integer("WEB_WORKERS", 2),
             web_threads=integer("WEB_THREADS", 8),
             quota_bytes=integer("QUOTA_BYTES", 50 * GiB),
+            metrics_token=values.get("METRICS_TOKEN", "").strip() or None,
             **{
                 name.lower(): values[name].strip()
                 for name in RATE_LIMITS

@@ -86,6 +86,8 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--graceful-timeout", "30",
         # No control socket: it would be one more local interface, shared by every run on the host.
         "--no-control-socket",
+        # Server hooks only (metrics of dead workers); all options stay on this command line.
+        "--config", "python:cryptofiles.gunicorn_conf",
         "--log-level", settings.log_level.lower(),
         "cryptofiles.app:create_app()",
     ]  # fmt: skip
@@ -101,6 +103,8 @@ def main() -> int:
             values["MONGODB_URI"] = database.start()
             log.info("Started a local database at %s (data in %s)", database.uri, database.data_dir)
         settings = Settings.from_mapping(values)
+        # Workers write their metrics here and /metrics adds them up (see gunicorn_conf.py).
+        values.setdefault("PROMETHEUS_MULTIPROC_DIR", str(var_dir() / "metrics"))
         log.info("Serving on http://%s:%d", settings.host, settings.port)
         server = subprocess.Popen(
             gunicorn_command(settings), env={**os.environ, **values}, preexec_fn=die_with_parent

@@ -214,6 +214,7 @@ def test_real_answers_are_documented(
     # Operations and these docs.
     send_both("get", "/healthz", 200)
     send_both("get", "/readyz", 200)
+    send_both("get", "/metrics", 401)  # no METRICS_TOKEN here; the 200 is in tests/test_metrics.py
 
     def unavailable() -> None:
         raise DatabaseUnavailable("down")

@@ -1,0 +1,115 @@
+"""Prometheus metrics at ``GET /metrics``: requests by route and status, latency, bytes in and out,
+uploads in flight.
+
+gunicorn runs several worker processes; with ``PROMETHEUS_MULTIPROC_DIR`` set (the launcher sets it)
+each worker writes its values there and ``/metrics`` adds them up across workers. Metrics tell how the
+service is used, so the route asks for its own bearer token, ``METRICS_TOKEN``; without one configured
+it answers 401 to everyone.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Iterable, Iterator
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from cryptofiles.auth import InvalidToken
+
+EXTENSION_KEY = "cryptofiles.metrics"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # A registry per app: tests build many apps in one process.
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cryptofiles_requests", "Requests answered.", ["route", "method", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "cryptofiles_request_seconds", "Time to the first byte of the answer.", ["route"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.bytes_in = Counter(
+            "cryptofiles_upload_bytes",
+            "Plaintext bytes received by uploads.",
+            registry=self.registry,
+        )
+        self.bytes_out = Counter(
+            "cryptofiles_download_bytes", "Bytes sent by file downloads.", registry=self.registry
+        )
+        self.uploads_in_flight = Gauge(
+            "cryptofiles_uploads_in_flight", "Uploads being received now.",
+            multiprocess_mode="livesum", registry=self.registry,
+        )  # fmt: skip
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    def counted_out(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.bytes_out.inc(len(chunk))
+            yield chunk
+
+    def counted_in(self, blocks: Iterable[bytes]) -> Iterator[bytes]:
+        self.uploads_in_flight.inc()
+        try:
+            for block in blocks:
+                self.bytes_in.inc(len(block))
+                yield block
+        finally:
+            self.uploads_in_flight.dec()
+
+
+def init_metrics(app: Flask, metrics_token: str | None) -> Metrics:
+    metrics = Metrics()
+    app.extensions[EXTENSION_KEY] = metrics
+
+    @app.before_request
+    def start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        # The route pattern, never the URL: file ids would make a series per file.
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        if (
+            not metrics_token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(offered.strip().encode(), metrics_token.encode())
+        ):
+            raise InvalidToken("A valid metrics token is missing.")
+        return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return metrics
+
+
+def child_exit(server: object, worker: object) -> None:
+    """gunicorn hook: forget a dead worker's live gauges (uploads in flight)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined,no-untyped-call]

@@ -1,0 +1,88 @@
+"""Prometheus metrics: guarded by METRICS_TOKEN, counting requests, bytes and uploads in flight."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cryptofiles.app import create_app
+from cryptofiles.config import Settings
+from tests.conftest import Accounts
+from tests.test_e2e import Server, _token
+
+TOKEN = "metrics-token-for-tests"
+
+
+@pytest.fixture
+def metered(settings_values: dict[str, str]) -> Iterator[Flask]:
+    app = create_app(Settings.from_mapping({**settings_values, "METRICS_TOKEN": TOKEN}))
+    yield app
+    app.extensions["cryptofiles.storage"].close()
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The sample ``name{labels}`` in a Prometheus text page (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-token-entirely"}, {"Authorization": TOKEN}]
+)
+def test_metrics_need_the_metrics_token(metered: Flask, headers: dict[str, str]) -> None:
+    assert metered.test_client().get("/metrics", headers=headers).status_code == 401
+
+
+def test_user_token_is_not_a_metrics_token(metered: Flask) -> None:
+    client = metered.test_client()
+    token = Accounts(client).token()
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_metrics_off_without_a_configured_token(client: FlaskClient) -> None:
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+
+
+def test_metrics_count_requests_and_bytes(metered: Flask) -> None:
+    client: FlaskClient = metered.test_client()
+    accounts = Accounts(client)
+    headers = accounts.headers(accounts.token())
+    data = os.urandom(3000)
+    file_id = client.post("/upload", data=data, headers=headers).text
+    stored = client.get(f"/files/{file_id}", headers=headers).data
+    client.get("/files/not-a-file", headers=headers)
+    page = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert value(page, "cryptofiles_requests_total", route="/upload", status="201") == 1
+    assert value(page, "cryptofiles_requests_total", route="/files/<file_id>", status="200") == 1
+    assert value(page, "cryptofiles_requests_total", route="/files/<file_id>", status="404") == 1
+    assert file_id not in page  # routes, never URLs
+    assert value(page, "cryptofiles_upload_bytes_total") == len(data)
+    assert value(page, "cryptofiles_download_bytes_total") == len(stored)
+    assert value(page, "cryptofiles_uploads_in_flight") == 0
+    assert value(page, "cryptofiles_request_seconds_count", route="/upload") == 1
+
+
+@pytest.mark.e2e
+def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
+    server = Server(tmp_path / "var", {"METRICS_TOKEN": TOKEN})  # two workers
+    try:
+        token = _token(server, "metered")
+        for _ in range(6):  # new connections: spread over both workers
+            response, _ = server.request("POST", "/upload", b"x" * 100, {"x-access-tokens": token})
+            assert response.status == 201
+        _, page = server.request("GET", "/metrics", None, {"Authorization": f"Bearer {TOKEN}"})
+        text = page.decode()
+        assert value(text, "cryptofiles_requests_total", route="/upload", status="201") == 6
+        assert value(text, "cryptofiles_upload_bytes_total") == 600
+    finally:
+        server.stop()
