@@ -390,24 +390,29 @@ class Storage:
     def counter_incr(self, key: str, expiry_seconds: int, amount: int, now: datetime) -> int:
         """Add ``amount`` to a fixed-window counter, starting a new window if the last one ended.
 
-        Plain update operators only (FerretDB has no pipeline updates); the delete of an ended
-        window and the upsert race harmlessly: the loser of a simultaneous first hit retries.
+        Plain update operators only (FerretDB has no pipeline updates). The common case, a live
+        window, is one write; a new window replaces the ended one. Two first hits may race: the
+        loser retries and then finds the live window.
         """
         with _mapped_errors():
-            self.rate_counters.delete_one({"_id": key, "expire_at": {"$lte": now}})
             for _ in range(3):
+                doc = self.rate_counters.find_one_and_update(
+                    {"_id": key, "expire_at": {"$gt": now}},
+                    {"$inc": {"count": amount}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is not None:
+                    return int(doc["count"])
+                window = {"count": amount, "expire_at": now + timedelta(seconds=expiry_seconds)}
                 try:
-                    doc = self.rate_counters.find_one_and_update(
-                        {"_id": key},
-                        {"$inc": {"count": amount},
-                         "$setOnInsert": {"expire_at": now + timedelta(seconds=expiry_seconds)}},
+                    self.rate_counters.replace_one(
+                        {"_id": key, "$or": [{"expire_at": {"$lte": now}}, {"expire_at": None}]},
+                        window,
                         upsert=True,
-                        return_document=ReturnDocument.AFTER,
-                    )  # fmt: skip
-                    if doc is not None:
-                        return int(doc["count"])
+                    )
+                    return amount
                 except DuplicateKeyError:
-                    continue
+                    continue  # another request opened this window first: count in it
         raise DatabaseUnavailable("rate counter contention")
 
     def counter_get(self, key: str, now: datetime) -> tuple[int, datetime | None]:
