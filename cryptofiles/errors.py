@@ -46,6 +46,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (files.UploadTooLarge, 413),
     (auth.Busy, 503),
     (storage.DatabaseUnavailable, 503),
+    (storage.StorageFull, 507),
     # Server-side faults: logged with their cause, answered with a generic message.
     (crypto.CryptoError, 500),
     (storage.StorageError, 500),
@@ -54,6 +55,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
 SAFE_MESSAGES: dict[type[Exception], str] = {
     storage.NameTaken: "This user name is already taken.",
     storage.DatabaseUnavailable: "The database is unavailable; try again shortly.",
+    storage.StorageFull: "The server is out of storage space; try again later.",
 }
 INTERNAL_ERROR = "Internal server error."
 

@@ -48,11 +48,16 @@ class DatabaseUnavailable(StorageError):
 # Chunks per server reply when reading a file: bounded memory, few round trips.
 CHUNK_BATCH = 4
 
-NOT_IMPLEMENTED = 238  # MongoDB's error code for an unsupported feature
+NOT_IMPLEMENTED = 238
+OUT_OF_DISK_SPACE = 14031  # MongoDB's error code for an unsupported feature
 
 
 class NameTaken(StorageError):
     """A user with this name already exists."""
+
+
+class StorageFull(StorageError):
+    """The database has run out of disk space."""
 
 
 class UploadLost(StorageError):
@@ -122,6 +127,10 @@ class Storage:
             uri,
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
+            # A server that stops answering (paused, hung) on an open connection is only noticed
+            # by the monitor's heartbeat, which then fails the waiting operations. pymongo's 10 s
+            # default would hold every worker thread that long; check as often as we time out.
+            heartbeatFrequencyMS=max(500, timeout_ms),
             tz_aware=True,
             appname="crypto-files-server",
         )
@@ -452,6 +461,10 @@ def _mapped_errors() -> Iterator[None]:
     except (ConnectionFailure, TimeoutError) as exc:
         # Network errors and timeouts: the database is away; a retry later may succeed.
         raise DatabaseUnavailable(type(exc).__name__) from exc
+    except OperationFailure as exc:
+        if exc.code == OUT_OF_DISK_SPACE or "disk is full" in str(exc):  # MongoDB; FerretDB/SQLite
+            raise StorageFull(type(exc).__name__) from exc
+        raise StorageError(type(exc).__name__) from exc
     except PyMongoError as exc:
         # The exception's type name is enough for the log; its text may quote the query.
         raise StorageError(type(exc).__name__) from exc
