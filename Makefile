@@ -33,12 +33,15 @@ run: setup
 	$(PY) -m cryptofiles.serve
 
 lint: $(STAMP)
-	$(PY) -m ruff check cryptofiles tests scripts
-	$(PY) -m ruff format --check cryptofiles tests scripts
+	$(PY) -m ruff check cryptofiles tests scripts bench
+	$(PY) -m ruff format --check cryptofiles tests scripts bench
 	$(PY) -m mypy
 
 test: setup lint
 	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) tools .pytest_cache .mypy_cache .ruff_cache

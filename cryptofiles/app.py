@@ -343,14 +343,13 @@ def register_file_routes(app: Flask) -> None:
     @app.post("/upload")
     @token_required
     def upload() -> Response:
-        if request.content_length is not None:
-            _files().check_declared_size(g.principal.user.public_id, request.content_length)
         metrics: Metrics = current_app.extensions[METRICS_KEY]
         record = _files().upload(
             g.principal.user.public_id,
             metrics.counted_in(request_body()),
             name=upload_name(),
             content_type=upload_content_type(),
+            declared_size=request.content_length,
         )
         response = reply(record.id, 201, json=file_json(record))
         response.headers["Location"] = url_for("download", file_id=record.id)

@@ -103,8 +103,16 @@ class FileService:
         *,
         name: str | None = None,
         content_type: str | None = None,
+        declared_size: int | None = None,
     ) -> FileRecord:
-        """Encrypt and store ``body``; the record is visible only once everything is stored."""
+        """Encrypt and store ``body``; the record is visible only once everything is stored.
+
+        A ``declared_size`` (Content-Length) over the size limit or the owner's quota is refused
+        before a byte of the body is read; the actual bytes are counted against both as they come.
+        """
+        counter = _SizeGuard(self.max_upload_bytes, self._room_left(owner))
+        if declared_size is not None:
+            counter.check(declared_size)
         blocks = iter(body)
         first = next((block for block in blocks if block), None)
         if first is None:  # nothing stored yet, nothing to undo
@@ -116,7 +124,6 @@ class FileService:
         now = self.clock()
         record = FileRecord(file_id, owner, name, content_type, wrapped_key, kek_id, now)
         self.storage.insert_pending_file(record, now)
-        counter = _SizeGuard(self.max_upload_bytes, self._room_left(owner))
         stored_size = 0
         try:
             with self.storage.chunk_writer(file_id, now) as write_chunk:
@@ -130,10 +137,6 @@ class FileService:
             self._discard_quietly(file_id)
             raise
         return dataclasses.replace(record, size=counter.total, stored_size=stored_size)
-
-    def check_declared_size(self, owner: str, size: int) -> None:
-        """Refuse a body whose declared size is over a limit before a byte of it is read."""
-        _SizeGuard(self.max_upload_bytes, self._room_left(owner)).check(size)
 
     def _room_left(self, owner: str) -> int | None:
         """Bytes the owner may still store. Uploads running at the same time are not counted,

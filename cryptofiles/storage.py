@@ -179,8 +179,13 @@ class Storage:
     # -- users ---------------------------------------------------------------------------------
 
     def create_user(self, name: str, password_hash: str, now: datetime) -> User:
+        public_id = str(uuid.uuid4())
         doc = {
-            "public_id": str(uuid.uuid4()),
+            # The public id is the _id too: FerretDB's SQLite backend looks documents up directly
+            # only by _id (any other filter reads the whole collection), and every request with a
+            # token looks its user up by this id.
+            "_id": public_id,
+            "public_id": public_id,
             "name": name,
             "password_hash": password_hash,
             "created_at": now,
@@ -199,15 +204,13 @@ class Storage:
 
     def user_by_public_id(self, public_id: str) -> User | None:
         with _mapped_errors():
-            doc = self.users.find_one({"public_id": public_id})
+            doc = self.users.find_one({"_id": public_id})
         return User.from_doc(doc) if doc else None
 
     def set_password_hash(self, public_id: str, password_hash: str) -> None:
         """Replace the hash of the same password (a cost upgrade): tokens stay valid."""
         with _mapped_errors():
-            self.users.update_one(
-                {"public_id": public_id}, {"$set": {"password_hash": password_hash}}
-            )
+            self.users.update_one({"_id": public_id}, {"$set": {"password_hash": password_hash}})
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -233,7 +236,9 @@ class Storage:
         We write the GridFS layout (``ciphertext.chunks`` documents, then the ``ciphertext.files``
         entry) ourselves rather than through pymongo's GridIn, which holds up to 48 MB of chunks
         before its first insert: per concurrent upload, that is memory we promised not to use.
-        Each chunk goes to the database as soon as it is written.
+        Each chunk goes to the database as soon as it is written. (Batching four per insert was
+        measured at about +30 % upload speed on FerretDB, for 4 MiB more per upload; we keep
+        chunk-by-chunk writes, the design's promise of one segment in memory per upload.)
         """
         state = {"n": 0, "length": 0, "short": False}
 
@@ -280,8 +285,8 @@ class Storage:
     def complete_file_by_id(self, file_id: str) -> FileRecord | None:
         """The record of a completely stored file; pending or missing files are None alike."""
         with _mapped_errors():
-            doc = self.files.find_one({"_id": file_id, "status": "complete"})
-        return FileRecord.from_doc(doc) if doc else None
+            doc = self.files.find_one({"_id": file_id})  # by _id alone: see create_user
+        return FileRecord.from_doc(doc) if doc and doc.get("status") == "complete" else None
 
     def read_chunks(self, file_id: str, length: int, first: int, last: int) -> Iterator[bytes]:
         """Chunks ``first``..``last`` (inclusive) of a stored file of ``length`` bytes, in order.
@@ -386,49 +391,51 @@ class Storage:
         """Store a new password hash and invalidate every token issued before it."""
         with _mapped_errors():
             self.users.update_one(
-                {"public_id": public_id},
+                {"_id": public_id},
                 {"$set": {"password_hash": password_hash}, "$inc": {"token_generation": 1}},
             )
 
     def delete_user(self, public_id: str) -> None:
         with _mapped_errors():
-            self.users.delete_one({"public_id": public_id})
+            self.users.delete_one({"_id": public_id})
 
     # -- rate-limit counters (see ratelimit.py) -------------------------------------------------
 
     def counter_incr(self, key: str, expiry_seconds: int, amount: int, now: datetime) -> int:
         """Add ``amount`` to a fixed-window counter, starting a new window if the last one ended.
 
-        Plain update operators only (FerretDB has no pipeline updates). The common case, a live
-        window, is one write; a new window replaces the ended one. Two first hits may race: the
-        loser retries and then finds the live window.
+        Plain update operators, and filters on ``_id`` in the common case (a live window: one
+        write), since that is the only lookup FerretDB does without reading the whole collection.
+        Racing requests that both open a window: the loser retries and counts in the winner's.
         """
+        window = {"count": amount, "expire_at": now + timedelta(seconds=expiry_seconds)}
         with _mapped_errors():
             for _ in range(3):
                 doc = self.rate_counters.find_one_and_update(
-                    {"_id": key, "expire_at": {"$gt": now}},
-                    {"$inc": {"count": amount}},
-                    return_document=ReturnDocument.AFTER,
+                    {"_id": key}, {"$inc": {"count": amount}}, return_document=ReturnDocument.AFTER
                 )
-                if doc is not None:
+                if doc is None:
+                    try:
+                        self.rate_counters.insert_one({"_id": key, **window})
+                        return amount
+                    except DuplicateKeyError:
+                        continue
+                if doc["expire_at"] > now:
                     return int(doc["count"])
-                window = {"count": amount, "expire_at": now + timedelta(seconds=expiry_seconds)}
-                try:
-                    self.rate_counters.replace_one(
-                        {"_id": key, "$or": [{"expire_at": {"$lte": now}}, {"expire_at": None}]},
-                        window,
-                        upsert=True,
-                    )
+                # The window had ended: replace it, unless another request already did.
+                replaced = self.rate_counters.replace_one(
+                    {"_id": key, "expire_at": doc["expire_at"]}, window
+                )
+                if replaced.modified_count == 1:
                     return amount
-                except DuplicateKeyError:
-                    continue  # another request opened this window first: count in it
         raise DatabaseUnavailable("rate counter contention")
 
     def counter_get(self, key: str, now: datetime) -> tuple[int, datetime | None]:
         """``(count, window end)`` of a live window, ``(0, None)`` when there is none."""
         with _mapped_errors():
-            doc = self.rate_counters.find_one({"_id": key, "expire_at": {"$gt": now}})
-        return (int(doc["count"]), doc["expire_at"]) if doc else (0, None)
+            doc = self.rate_counters.find_one({"_id": key})
+        live = doc is not None and doc["expire_at"] > now
+        return (int(doc["count"]), doc["expire_at"]) if doc and live else (0, None)
 
     def counter_clear(self, key: str | None = None) -> int:
         with _mapped_errors():
