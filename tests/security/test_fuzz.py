@@ -1,0 +1,188 @@
+"""Schemathesis against the served OpenAPI document (OWASP API8:2023 and API4:2023; ASVS 5.0 V4 API).
+
+Every operation of ``GET /openapi.json`` is fuzzed on the WSGI app directly: schema-valid requests
+(positive) and schema-violating ones (negative), a bounded number each, with a fixed seed, as a
+registered user. Each answer must not be a 5xx, and its status, content type, headers and body must
+be what the document says. A stateful run then follows links from listings to the file routes.
+
+The document declares no OpenAPI ``links``; schemathesis infers them from the schemas (``FileInfo.id``
+of ``GET /files`` and ``GET /files/{id}/info`` feeds the ``{id}`` of the file routes). Nothing links
+``POST /upload`` to the file routes (its answer is plain text unless JSON is asked for, and its
+request body is raw bytes), so the stateful run starts from files uploaded beforehand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
+from schemathesis.generation.modes import GenerationMode
+
+from cryptofiles import auth as auth_module
+from cryptofiles.docs import load_spec
+from tests.security.support import auth, register, running_app, settings_for
+
+PASSWORD = "fuzzer-password"
+UPLOAD_LIMIT = 64 << 10  # so that over-limit uploads are cheap to generate
+HTTP_METHODS = ("get", "put", "post", "patch", "delete")
+SPEC = load_spec()
+# Schemathesis leaves out the operation that serves the document it loaded (GET /openapi.json).
+DOCUMENT = "GET /openapi.json"
+# Its only input is a path segment of any text: no value breaks that schema once put in a URL.
+NOTHING_TO_NEGATE = {"GET /docs/{filename}"}
+
+
+def operations() -> Iterator[tuple[str, bool]]:
+    """("METHOD /path", whether it takes input that a negative case can break) per operation."""
+    for path, item in SPEC["paths"].items():
+        for method in HTTP_METHODS:
+            label = f"{method.upper()} {path}"
+            if method in item and label != DOCUMENT:
+                operation = item[method]
+                has_input = label not in NOTHING_TO_NEGATE and bool(
+                    item.get("parameters")
+                    or operation.get("parameters")
+                    or operation.get("requestBody")
+                    or operation.get("security", SPEC.get("security"))
+                )
+                yield label, has_input
+
+
+OPERATIONS = [label for label, _ in operations()]
+CASES = [
+    pytest.param(label, mode, id=f"{label}-{name}")
+    for label, has_input in operations()
+    for name, mode in (("positive", GenerationMode.POSITIVE), ("negative", GenerationMode.NEGATIVE))
+    if has_input or mode is GenerationMode.POSITIVE
+]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
+TOKEN_HEADERS = {"authorization", "x-access-tokens"}
+SEEDED_FILES = 3
+
+
+def fuzz_settings(**changes: Any) -> settings:
+    return settings(
+        max_examples=20,
+        derandomize=True,  # the same cases on every run
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        **changes,
+    )
+
+
+class ClosingClient(FlaskClient):
+    """Schemathesis's WSGI transport reads each answer but never closes it, which leaves files
+    that ``send_file`` opened to the garbage collector (a ResourceWarning, an error here)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        response.get_data()  # kept on the response...
+        response.close()  # ...and what produced it released
+        return response
+
+
+@dataclasses.dataclass
+class Fuzz:
+    app: Flask
+    client: FlaskClient
+    schema: Any
+    public_id: str
+    session: ClosingClient
+
+    def token(self) -> str:
+        """A fresh token of the fuzzer's (a generated POST /logout may revoke any one of them)."""
+        authenticator = self.app.extensions[auth_module.EXTENSION_KEY]
+        user = authenticator.storage.user_by_public_id(self.public_id)
+        return str(authenticator.tokens.issue(user.public_id, user.token_generation).token)
+
+    def authorize(self, case: Any) -> dict[str, str]:
+        """Drop whatever credentials were generated; the call then carries a valid token."""
+        if case.headers:
+            for name in [n for n in case.headers if n.lower() in TOKEN_HEADERS]:
+                del case.headers[name]
+        return auth(self.token())
+
+    def seed(self) -> None:
+        """Keep a few of the fuzzer's files around for the stateful run's links to find."""
+        listed = self.client.get("/files", headers=auth(self.token())).json
+        for n in range(SEEDED_FILES - len(listed["files"])):  # type: ignore[index]
+            response = self.client.post(
+                "/upload",
+                data=os.urandom(100 + n),
+                headers={**auth(self.token()), "X-File-Name": f"seed-{n}.bin"},
+            )
+            assert response.status_code == 201, response.text
+
+
+@pytest.fixture(scope="module")
+def fuzz(mongodb_uri: str, master_keys: str) -> Iterator[Fuzz]:
+    settings = settings_for(mongodb_uri, master_keys, MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT))
+    with running_app(settings) as app:
+        client = app.test_client()
+        public_id = register(client, "fuzzer", PASSWORD)
+        schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+        fuzz = Fuzz(app, client, schema, public_id, ClosingClient(app, use_cookies=False))
+        fuzz.seed()
+        yield fuzz
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES)
+def test_operation(fuzz: Fuzz, label: str, mode: GenerationMode) -> None:
+    method, path = label.split(" ", 1)
+    operation = fuzz.schema[path][method]
+
+    @fuzz_settings()
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def call_and_check(case: Any) -> None:
+        response = case.call(session=fuzz.session, headers=fuzz.authorize(case))
+        case.validate_response(response, checks=CHECKS)
+
+    call_and_check()
+
+
+def test_the_document_is_what_is_fuzzed(fuzz: Fuzz) -> None:
+    """The parametrization above (from the packaged YAML) covers what the app serves."""
+    served = {
+        f"{operation.ok().method.upper()} {operation.ok().path}"
+        for operation in fuzz.schema.get_all_operations()
+    }
+    assert served == set(OPERATIONS)
+
+
+def test_stateful_links_from_listings_to_the_file_routes(fuzz: Fuzz) -> None:
+    machine = fuzz.schema.as_state_machine()
+    transitions = [name for name in dir(machine) if "files_id" in name]
+    assert transitions, "schemathesis no longer infers links to the file routes"
+
+    reached: set[tuple[str, int]] = set()
+
+    class Workflow(machine):  # type: ignore[misc, valid-type]
+        def setup(self) -> None:
+            fuzz.seed()
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"session": fuzz.session, "headers": fuzz.authorize(case)}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            reached.add((case.operation.label, response.status_code))
+            case.validate_response(response, checks=CHECKS)
+
+    Workflow.run(settings=fuzz_settings(stateful_step_count=6))
+    # Not vacuous: linked ids really reached the owner-only routes.
+    linked = {label for label, status in reached if status in (200, 204)}
+    assert linked & {"GET /files/{id}/key", "GET /files/{id}/info", "GET /files/{id}/plaintext"}
