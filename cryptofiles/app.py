@@ -24,6 +24,7 @@ from cryptofiles.config import Settings
 from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
+from cryptofiles.inputs import credentials, text_field
 from cryptofiles.logs import configure_logging, init_request_logging
 from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
 from cryptofiles.metrics import Metrics, init_metrics
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utcnow) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: no unauthenticated /static route
     # Uploads stream through our own size guard; Flask's limit would only apply to form parsing.
     app.config["MAX_CONTENT_LENGTH"] = None
 
@@ -89,40 +90,6 @@ def reply(text: str, status: int = 200, json: dict[str, Any] | None = None) -> R
         response = Response(text, mimetype="text/plain")
     response.status_code = status
     return response
-
-
-def credentials(*fields: str) -> list[str]:
-    """Required text fields from the seed's headers or, as a later seed did, from a JSON body."""
-    body: dict[str, Any] = {}
-    if request.mimetype == "application/json" and request.content_length != 0:
-        parsed = request.get_json(silent=True)
-        if not isinstance(parsed, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
-        body = parsed
-    values = []
-    for field in fields:
-        value: Any = request.headers.get(field)
-        if value is not None:
-            value = _header_text(field, value)
-        else:
-            value = body.get(field)
-        if value is not None and not isinstance(value, str):
-            # Also stops operator objects such as {"$gt": ""} from reaching a query.
-            raise ApiError(400, f"{field} must be a string.")
-        values.append(value or "")
-    missing = [f for f, v in zip(fields, values, strict=True) if not v]
-    if missing:
-        raise ApiError(400, f"Missing {' and '.join(missing)} (as a header or in a JSON body).")
-    return values
-
-
-def _header_text(field: str, raw: str) -> str:
-    # WSGI hands header values over as latin-1; clients such as curl send UTF-8. Decode them as
-    # UTF-8 so that a non-ASCII password is the same whether it came in a header or in JSON.
-    try:
-        return raw.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        raise ApiError(400, f"{field} must be UTF-8 text.") from None
 
 
 def register_routes(app: Flask) -> None:
@@ -238,7 +205,7 @@ def upload_name() -> str | None:
     """The file name from ``X-File-Name`` or the ``filename`` of ``Content-Disposition``."""
     name = request.headers.get("X-File-Name")
     if name is not None:
-        name = _header_text("X-File-Name", name)
+        name = text_field("X-File-Name", body={})
     elif "Content-Disposition" in request.headers:
         disposition = request.headers["Content-Disposition"]
         if "filename*=" in disposition:

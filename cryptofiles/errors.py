@@ -15,8 +15,6 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from cryptofiles import auth, crypto, files, storage
-from cryptofiles.logs import security_event
-from cryptofiles.ratelimit import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +101,6 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Response:
         # Keep headers such as 405's Allow; the body is ours.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        if exc.code == 429:
-            security_event("rate_limited", path=request.path)
-            headers["Retry-After"] = str(retry_after_seconds())
         return error_response(exc.code or 500, exc.description or "", headers)
 
     @app.errorhandler(Exception)

@@ -19,10 +19,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from flask import Flask, current_app, g, request
-from flask_limiter import Limiter
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import Storage as LimitsStorage
 
+from cryptofiles.errors import error_response
+from cryptofiles.inputs import text_field
+from cryptofiles.logs import security_event
 from cryptofiles.storage import Storage, StorageError
 
 EXTENSION_KEY = "cryptofiles.limiter"
@@ -75,10 +78,7 @@ def client_address() -> str:
 
 def login_name() -> str:
     """The name a login is for, hashed: counters must not become a list of tried names."""
-    name = request.headers.get("User_Name")
-    if name is None and request.is_json:
-        body = request.get_json(silent=True)
-        name = body.get("User_Name") if isinstance(body, dict) else None
+    name = text_field("User_Name")  # bad input is a 400 here already, before any counting
     return "name:" + hashlib.sha256(str(name).encode()).hexdigest()[:32]
 
 
@@ -99,6 +99,13 @@ def create_limiter(app: Flask, storage: Storage) -> Limiter:
         key_prefix="rl",
     )
     app.extensions[EXTENSION_KEY] = limiter
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many(exc: RateLimitExceeded) -> Response:
+        security_event("rate_limited", path=request.path)
+        headers = {"Retry-After": str(retry_after_seconds())}
+        return error_response(429, exc.description or "Too many requests.", headers)
+
     return limiter
 
 
