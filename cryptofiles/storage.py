@@ -225,9 +225,7 @@ class Storage:
     def touch_pending_file(self, file_id: str, now: datetime) -> None:
         """Tell sweepers in every instance that this upload is still alive."""
         with _mapped_errors():
-            self.files.update_one(
-                {"_id": file_id, "status": "pending"}, {"$set": {"heartbeat_at": now}}
-            )
+            self.files.update_one({"_id": file_id}, {"$set": {"heartbeat_at": now}})
 
     @contextlib.contextmanager
     def chunk_writer(self, file_id: str, now: datetime) -> Iterator[Callable[[bytes], None]]:
@@ -265,8 +263,10 @@ class Storage:
 
     def complete_file(self, file_id: str, size: int, stored_size: int) -> None:
         with _mapped_errors():
+            # By _id alone (see create_user): only this upload ever changes its pending record,
+            # and the one thing that can happen to it meanwhile is a sweep deleting it.
             result = self.files.update_one(
-                {"_id": file_id, "status": "pending"},
+                {"_id": file_id},
                 {"$set": {"status": "complete", "size": size, "stored_size": stored_size},
                  "$unset": {"heartbeat_at": ""}},
             )  # fmt: skip
