@@ -42,7 +42,10 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     app.config["MAX_CONTENT_LENGTH"] = None
 
     storage = Storage(
-        settings.mongodb_uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms
+        settings.mongodb_uri,
+        settings.mongodb_db,
+        timeout_ms=settings.mongodb_timeout_ms,
+        write_concern=settings.mongodb_write_concern,
     )
     storage.ensure_indexes()
     authenticator = Authenticator(

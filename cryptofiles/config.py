@@ -43,6 +43,11 @@ class ConfigError(ValueError):
 MAX_SCRYPT_MEMORY = 1 << 30
 
 
+def _write_concern(raw: str) -> str | int:
+    raw = raw.strip() or "majority"
+    return int(raw) if raw.isdigit() else raw
+
+
 def _check_scrypt_cost(method: str) -> None:
     parts = method.split(":")
     if len(parts) != 4 or parts[0] != "scrypt" or not all(p.isdigit() for p in parts[1:]):
@@ -68,6 +73,7 @@ class Settings:
     password_hash: str = DEFAULT_PASSWORD_HASH
     password_hash_concurrency: int = 2
     mongodb_timeout_ms: int = 5000
+    mongodb_write_concern: str | int = "majority"
     web_workers: int = 2
     web_threads: int = 8
     rate_limit_login_name: str = "10/minute"
@@ -95,6 +101,10 @@ class Settings:
         _check_scrypt_cost(self.password_hash)
         if self.password_hash_concurrency < 1:
             raise ConfigError("PASSWORD_HASH_CONCURRENCY must be at least 1")
+        if self.mongodb_write_concern != "majority" and not (
+            isinstance(self.mongodb_write_concern, int) and self.mongodb_write_concern >= 1
+        ):
+            raise ConfigError("MONGODB_WRITE_CONCERN must be majority or a number of nodes >= 1")
         if self.mongodb_timeout_ms < 100:
             raise ConfigError("MONGODB_TIMEOUT_MS must be at least 100")
         for name in RATE_LIMITS:
@@ -158,6 +168,7 @@ class Settings:
             password_hash=values.get("PASSWORD_HASH", "").strip() or DEFAULT_PASSWORD_HASH,
             password_hash_concurrency=integer("PASSWORD_HASH_CONCURRENCY", 2),
             mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", 5000),
+            mongodb_write_concern=_write_concern(values.get("MONGODB_WRITE_CONCERN", "")),
             web_workers=integer("WEB_WORKERS", 2),
             web_threads=integer("WEB_THREADS", 8),
             quota_bytes=integer("QUOTA_BYTES", 50 * GiB),

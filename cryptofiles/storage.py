@@ -119,7 +119,13 @@ class Storage:
     """The service's database. One instance per app; pymongo's client is thread-safe and pooled."""
 
     def __init__(
-        self, uri: str, db_name: str, *, timeout_ms: int = 5000, chunk_size: int = 1 << 20
+        self,
+        uri: str,
+        db_name: str,
+        *,
+        timeout_ms: int = 5000,
+        chunk_size: int = 1 << 20,
+        write_concern: str | int = "majority",
     ) -> None:
         # Short timeouts: when the database is gone a request should fail fast with 503, not hang a
         # worker thread for pymongo's 30 s default.
@@ -131,6 +137,10 @@ class Storage:
             # by the monitor's heartbeat, which then fails the waiting operations. pymongo's 10 s
             # default would hold every worker thread that long; check as often as we time out.
             heartbeatFrequencyMS=max(500, timeout_ms),
+            # An acknowledged upload must survive a primary's crash: majority and journaled, where
+            # the server honours it (a replica set; FerretDB accepts and ignores write concern).
+            w=write_concern,
+            journal=True,
             tz_aware=True,
             appname="crypto-files-server",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from cryptofiles.config import ConfigError, Settings
 from cryptofiles.storage import Storage
 
 
@@ -22,8 +23,24 @@ def test_the_app_waits_for_acknowledged_writes() -> None:
         storage.close()
 
 
-def test_majority_and_journal_write_concern() -> None:
-    pytest.skip(
-        "FerretDB ignores write concern (w, j, wtimeout), and a single local server has no "
-        "replica set to lose a write to: nothing observable to test here; use MongoDB for this"
-    )
+@pytest.mark.parametrize(("configured", "expected"), [(None, "majority"), ("2", 2)])
+def test_majority_and_journaled_writes_by_default(
+    settings_values: dict[str, str], configured: str | None, expected: str | int
+) -> None:
+    """What the app asks for; whether the server honours it is the server's (FerretDB: ignored)."""
+    values = dict(settings_values)
+    if configured:
+        values["MONGODB_WRITE_CONCERN"] = configured
+    settings = Settings.from_mapping(values)
+    storage = Storage("mongodb://127.0.0.1:9/", "cryptofiles", timeout_ms=100,
+                      write_concern=settings.mongodb_write_concern)  # fmt: skip
+    try:
+        for collection in (storage.files, storage.chunks, storage.gridfs_files, storage.users):
+            assert collection.write_concern.document == {"w": expected, "j": True}
+    finally:
+        storage.close()
+
+
+def test_bad_write_concern_refused(settings_values: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="MONGODB_WRITE_CONCERN"):
+        Settings.from_mapping({**settings_values, "MONGODB_WRITE_CONCERN": "0"})
