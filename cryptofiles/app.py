@@ -2,7 +2,8 @@
 
 ``create_app()`` builds everything from ``Settings`` (read from the environment when none is given);
 nothing happens at import time. Views read "authenticate, look up, check, act, answer": the work lives
-in ``auth.Authenticator`` and ``storage.Storage``.
+in ``auth.Authenticator`` and ``files.FileService``; request parsing in ``inputs``, answers for errors
+in ``errors``.
 """
 
 from __future__ import annotations
