@@ -9,7 +9,6 @@ in ``errors``.
 from __future__ import annotations
 
 import base64
-import logging
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -31,8 +30,6 @@ from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
 from cryptofiles.metrics import Metrics, init_metrics
 from cryptofiles.ratelimit import client_address, create_limiter, current_user, limited, login_name
 from cryptofiles.storage import FileRecord, Storage
-
-log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utcnow) -> Flask:

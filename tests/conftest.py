@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,8 +41,8 @@ def master_keys() -> str:
     return KeyRing.generate_entry("test1")
 
 
-@pytest.fixture
-def settings_values(mongodb_uri: str, master_keys: str) -> dict[str, str]:
+def fresh_settings_values(mongodb_uri: str, master_keys: str) -> dict[str, str]:
+    """Settings of a test app on a database of its own (fixtures of any scope build on this)."""
     return {
         "SECRET_KEY": secrets.token_urlsafe(32),
         "MASTER_KEYS": master_keys,
@@ -57,6 +57,11 @@ def settings_values(mongodb_uri: str, master_keys: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def settings_values(mongodb_uri: str, master_keys: str) -> dict[str, str]:
+    return fresh_settings_values(mongodb_uri, master_keys)
+
+
+@pytest.fixture
 def settings(settings_values: dict[str, str]) -> Settings:
     return Settings.from_mapping(settings_values)
 
@@ -68,6 +73,20 @@ def app(settings: Settings) -> Iterator[Flask]:
     storage = app.extensions["cryptofiles.storage"]
     storage.client.drop_database(settings.mongodb_db)
     storage.close()
+
+
+@pytest.fixture
+def make_app(app: Flask, settings_values: dict[str, str]) -> Iterator[Callable[..., Flask]]:
+    """More app instances on the test's database, with some settings changed; closed at the end."""
+    made: list[Flask] = []
+
+    def make(**overrides: str) -> Flask:
+        made.append(create_app(Settings.from_mapping({**settings_values, **overrides})))
+        return made[-1]
+
+    yield make
+    for other in made:
+        other.extensions["cryptofiles.storage"].close()
 
 
 @pytest.fixture

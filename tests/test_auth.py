@@ -32,7 +32,7 @@ from cryptofiles.app import create_app
 from cryptofiles.auth import Authenticator, Busy, InvalidToken, PasswordHasher, TokenService
 from cryptofiles.config import DEFAULT_PASSWORD_HASH, Settings
 from cryptofiles.crypto import KeyRing
-from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts
+from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts, fresh_settings_values
 
 CHEAP_HASH = "scrypt:1024:8:1"  # for tests about the hasher's plumbing, not its cost
 INVALID_TOKEN_TEXT = "Token is invalid or expired.\n"
@@ -45,20 +45,6 @@ def login(client: FlaskClient, name: str, password: str, **headers: str) -> Any:
 def whoami(client: FlaskClient, token: str) -> Any:
     """GET /test_login with ``token``."""
     return client.get("/test_login", headers={"x-access-tokens": token})
-
-
-@pytest.fixture
-def make_app(app: Flask, settings_values: dict[str, str]) -> Iterator[Callable[..., Flask]]:
-    """More app instances on the test's database, with some settings changed."""
-    made: list[Flask] = []
-
-    def make(**overrides: str) -> Flask:
-        made.append(create_app(Settings.from_mapping({**settings_values, **overrides})))
-        return made[-1]
-
-    yield make
-    for other in made:
-        other.extensions["cryptofiles.storage"].close()
 
 
 def authenticator_of(app: Flask) -> Authenticator:
@@ -146,15 +132,7 @@ class Forge:
 @pytest.fixture(scope="module")
 def token_app(mongodb_uri: str, master_keys: str) -> Iterator[tuple[Flask, str, str]]:
     """One app for the read-only token tests, with two users: (app, victim id, other id)."""
-    settings = Settings.from_mapping(
-        {
-            "SECRET_KEY": secrets.token_urlsafe(32),
-            "MASTER_KEYS": master_keys,
-            "MONGODB_URI": mongodb_uri,
-            "MONGODB_DB": f"test_{uuid.uuid4().hex[:16]}",
-            "PASSWORD_HASH": TEST_PASSWORD_HASH,
-        }
-    )
+    settings = Settings.from_mapping(fresh_settings_values(mongodb_uri, master_keys))
     app = create_app(settings)
     storage = app.extensions["cryptofiles.storage"]
     now = datetime.now(UTC)

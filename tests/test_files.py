@@ -11,7 +11,6 @@ import base64
 import dataclasses
 import io
 import os
-import secrets
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from cryptofiles import crypto
 from cryptofiles.app import create_app
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
-from tests.conftest import TEST_PASSWORD_HASH, Accounts
+from tests.conftest import Accounts, fresh_settings_values
 from tests.tink_oracle import tink_decrypt
 
 MiB = 1 << 20
@@ -107,15 +106,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def shared_world(mongodb_uri: str, master_keys: str) -> Iterator[World]:
-    settings = Settings.from_mapping(
-        {
-            "SECRET_KEY": secrets.token_urlsafe(32),
-            "MASTER_KEYS": master_keys,
-            "MONGODB_URI": mongodb_uri,
-            "MONGODB_DB": f"test_{uuid.uuid4().hex[:16]}",
-            "PASSWORD_HASH": TEST_PASSWORD_HASH,
-        }
-    )
+    settings = Settings.from_mapping(fresh_settings_values(mongodb_uri, master_keys))
     app = create_app(settings)
     storage = app.extensions["cryptofiles.storage"]
     try:

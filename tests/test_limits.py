@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app
 from cryptofiles.config import Settings
 from tests.conftest import PASSWORD, Accounts
-
-
-@pytest.fixture
-def make_app(settings_values: dict[str, str]) -> Iterator[Any]:
-    """Apps with some settings changed, on the test's database; closed at the end."""
-    apps: list[Flask] = []
-
-    def make(**changes: str) -> Flask:
-        app = create_app(Settings.from_mapping({**settings_values, **changes}))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["cryptofiles.storage"].close()
 
 
 def login(client: FlaskClient, name: str, password: str, address: str = "10.0.0.1") -> Any:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app
-from cryptofiles.config import Settings
 from tests.conftest import Accounts
 from tests.test_e2e import Server, _token
 
@@ -20,10 +18,8 @@ TOKEN = "metrics-token-for-tests"
 
 
 @pytest.fixture
-def metered(settings_values: dict[str, str]) -> Iterator[Flask]:
-    app = create_app(Settings.from_mapping({**settings_values, "METRICS_TOKEN": TOKEN}))
-    yield app
-    app.extensions["cryptofiles.storage"].close()
+def metered(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(METRICS_TOKEN=TOKEN)
 
 
 def value(text: str, name: str, **labels: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,15 +16,9 @@ from tests.conftest import Accounts
 
 
 @pytest.fixture
-def rotated(settings_values: dict[str, str], app: Flask) -> Any:
+def rotated(settings_values: dict[str, str], make_app: Callable[..., Flask]) -> Flask:
     """A second app on the same database whose ring has a new active key before the old one."""
-    values = {
-        **settings_values,
-        "MASTER_KEYS": f"{KeyRing.generate_entry('new')},{settings_values['MASTER_KEYS']}",
-    }
-    other = create_app(Settings.from_mapping(values))
-    yield other
-    other.extensions["cryptofiles.storage"].close()
+    return make_app(MASTER_KEYS=f"{KeyRing.generate_entry('new')},{settings_values['MASTER_KEYS']}")
 
 
 def upload_files(client: FlaskClient, token: str, count: int) -> dict[str, str]:
