@@ -20,8 +20,10 @@ WORKDIR /app
 USER app
 EXPOSE 5000
 
-# cryptofiles/serve.py's gunicorn_command, bound to all interfaces; WEB_WORKERS, WEB_THREADS and
-# LOG_LEVEL work as in the rest of the configuration. tests/test_compose.py keeps the two equal.
-# --header-map dangerous: the seed's header names contain underscores (New_User_Name).
+# cryptofiles/serve.py's gunicorn_command, bound to all interfaces; WEB_WORKERS, WEB_CONNECTIONS,
+# HEADER_TIMEOUT_SECONDS and LOG_LEVEL work as in the rest of the configuration.
+# tests/test_compose.py keeps the two equal. serve.py explains each option: gevent workers for slow
+# clients, --header-map dangerous with the pre_request filter of cryptofiles/gunicorn_conf.py for the
+# seed's underscore headers.
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/cryptofiles-metrics
-CMD ["sh", "-c", "exec python -m gunicorn --bind 0.0.0.0:5000 --worker-class gthread --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --config python:cryptofiles.gunicorn_conf --log-level ${LOG_LEVEL:-info} 'cryptofiles.app:create_app()'"]
+CMD ["sh", "-c", "exec python -m gevent.monkey --module gunicorn --bind 0.0.0.0:5000 --worker-class gevent --workers ${WEB_WORKERS:-2} --worker-connections ${WEB_CONNECTIONS:-1000} --keep-alive ${HEADER_TIMEOUT_SECONDS:-10} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --config python:cryptofiles.gunicorn_conf --log-level ${LOG_LEVEL:-info} 'cryptofiles.app:create_app()'"]

@@ -449,7 +449,7 @@ def sink_gunicorn_args(port: int, server_env: dict[str, str]) -> list[str]:
         mongodb_uri="mongodb://127.0.0.1:1/",
         port=port,
         web_workers=int(env.get("WEB_WORKERS", Settings.web_workers)),
-        web_threads=int(env.get("WEB_THREADS", Settings.web_threads)),
+        web_connections=int(env.get("WEB_CONNECTIONS", Settings.web_connections)),
     )
     args = gunicorn_command(settings)
     if not args[-1].startswith("cryptofiles.app:"):
@@ -612,7 +612,7 @@ class Bench:
             k: launcher.env.get(k, default)
             for k, default in (
                 ("WEB_WORKERS", default_setting("web_workers")),
-                ("WEB_THREADS", default_setting("web_threads")),
+                ("WEB_CONNECTIONS", default_setting("web_connections")),
             )
         }
         self.meta.setdefault("server", {})[var] = {
@@ -1391,7 +1391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", help="comma-separated row names (or prefixes) to run")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for the launcher (e.g. WEB_THREADS=16)")  # fmt: skip
+                        help="extra environment for the launcher (e.g. WEB_WORKERS=4)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="results file (default bench/results/latest.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data, logs)")
     args = parser.parse_args(argv)

@@ -18,9 +18,10 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request, url_for
 from werkzeug.http import parse_options_header
 
-from cryptofiles import auth, crypto
+from cryptofiles import auth, connection, crypto
 from cryptofiles.auth import Authenticator, PasswordHasher, TokenService, token_required
 from cryptofiles.config import Settings
+from cryptofiles.connection import ClientStalled
 from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     app.extensions[auth.EXTENSION_KEY] = authenticator
 
     register_error_handlers(app)
+    connection.init_idle_limit(app, settings.idle_timeout_seconds)
     init_request_logging(app)
     init_metrics(app, settings.metrics_token)
     create_limiter(app, storage)
@@ -187,7 +189,9 @@ def request_body() -> Iterator[bytes]:
     received = 0
     while True:
         try:
-            block = stream.read(BODY_BLOCK)
+            block = connection.read(stream, BODY_BLOCK)
+        except ClientStalled:
+            raise
         except Exception as exc:
             # werkzeug (short body) and gunicorn (broken chunking, reset) raise different types;
             # for us they all mean the same: the client stopped sending.

@@ -75,7 +75,9 @@ class Settings:
     mongodb_timeout_ms: int = 5000
     mongodb_write_concern: str | int = "majority"
     web_workers: int = 2
-    web_threads: int = 8
+    web_connections: int = 1000
+    header_timeout_seconds: int = 10
+    idle_timeout_seconds: int = 30
     rate_limit_login_name: str = "10/minute"
     rate_limit_login_address: str = "60/minute"
     rate_limit_registration: str = "30/hour"
@@ -116,8 +118,10 @@ class Settings:
             raise ConfigError("METRICS_TOKEN must be at least 16 characters")
         if self.quota_bytes < 1:
             raise ConfigError("QUOTA_BYTES must be positive")
-        if self.web_workers < 1 or self.web_threads < 1:
-            raise ConfigError("WEB_WORKERS and WEB_THREADS must be at least 1")
+        if self.web_workers < 1 or self.web_connections < 1:
+            raise ConfigError("WEB_WORKERS and WEB_CONNECTIONS must be at least 1")
+        if self.header_timeout_seconds < 1 or self.idle_timeout_seconds < 1:
+            raise ConfigError("HEADER_TIMEOUT_SECONDS and IDLE_TIMEOUT_SECONDS must be at least 1")
 
     @classmethod
     def from_env(
@@ -170,7 +174,9 @@ class Settings:
             mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", 5000),
             mongodb_write_concern=_write_concern(values.get("MONGODB_WRITE_CONCERN", "")),
             web_workers=integer("WEB_WORKERS", 2),
-            web_threads=integer("WEB_THREADS", 8),
+            web_connections=integer("WEB_CONNECTIONS", 1000),
+            header_timeout_seconds=integer("HEADER_TIMEOUT_SECONDS", 10),
+            idle_timeout_seconds=integer("IDLE_TIMEOUT_SECONDS", 30),
             quota_bytes=integer("QUOTA_BYTES", 50 * GiB),
             metrics_token=values.get("METRICS_TOKEN", "").strip() or None,
             **{

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import auth, crypto, files, storage
+from cryptofiles import auth, connection, crypto, files, storage
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (files.InvalidCursor, 400),
     (files.NoSuchFile, 404),
     (files.UploadTooLarge, 413),
+    (connection.ClientStalled, 408),
     (auth.Busy, 503),
     (storage.DatabaseUnavailable, 503),
     (storage.StorageFull, 507),

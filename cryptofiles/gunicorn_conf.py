@@ -8,10 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from cryptofiles.metrics import child_exit
 
-__all__ = ["child_exit", "on_starting"]
+__all__ = ["child_exit", "on_starting", "pre_request"]
+
+# The seed's account headers, as gunicorn's parser spells names (upper case). Their hyphen twins
+# (User-Name) map to the same WSGI key; the app cannot tell the two apart, and does not need to.
+SEED_HEADERS = frozenset({"NEW_USER_NAME", "NEW_USER_PASSWORD", "USER_NAME", "USER_PASSWORD"})
 
 
 def on_starting(server: object) -> None:
@@ -20,3 +25,18 @@ def on_starting(server: object) -> None:
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True)
+
+
+def pre_request(worker: object, req: Any) -> None:
+    """Drop every header whose name has an underscore, except the seed's four.
+
+    Runs after parsing and before the WSGI environment is built from ``req.headers``. WSGI writes
+    header ``X-Y`` as ``HTTP_X_Y``, so ``X_Y`` would land on the same key, and gunicorn reads some
+    underscore names as server variables (``SCRIPT_NAME``, ``PATH_INFO``): with ``--header-map
+    dangerous`` a client could set the path prefix, or make ``Transfer_Encoding: chunked`` override
+    the real ``Content-Length`` for the app. gunicorn's own framing uses only the hyphenated names,
+    so after this filter the environment says what the socket said.
+    """
+    req.headers = [
+        (name, value) for name, value in req.headers if "_" not in name or name in SEED_HEADERS
+    ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import g, request
 
+from cryptofiles import connection
 from cryptofiles.errors import ApiError
 
 # Credentials are a few hundred bytes; a JSON body larger than this is refused before parsing.
@@ -28,7 +29,7 @@ def json_object() -> dict[str, Any]:
     if request.mimetype == "application/json" and request.content_length != 0:
         if (request.content_length or 0) > MAX_JSON_BYTES:
             raise ApiError(413, f"A JSON body may be at most {MAX_JSON_BYTES} bytes.")
-        data = request.stream.read(MAX_JSON_BYTES + 1)
+        data = connection.read(request.stream, MAX_JSON_BYTES + 1)
         if len(data) > MAX_JSON_BYTES:
             raise ApiError(413, f"A JSON body may be at most {MAX_JSON_BYTES} bytes.")
         try:

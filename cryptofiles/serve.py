@@ -71,16 +71,26 @@ def ensure_secrets(values: Mapping[str, str], secrets_file: Path) -> dict[str, s
 
 def gunicorn_command(settings: Settings) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn",
+        # gevent's own launcher patches the standard library before gunicorn imports ssl and
+        # threading; patched only in the worker, after the fork, gevent warns that modules imported
+        # earlier stay unpatched.
+        sys.executable, "-m", "gevent.monkey", "--module", "gunicorn",
         "--bind", f"{settings.host}:{settings.port}",
-        # Threads, not processes, carry concurrent uploads: each streams through constant memory
-        # and spends its time in I/O and in C (AES-GCM, socket copies) that release the GIL.
-        "--worker-class", "gthread",
+        # An event loop per worker, not a thread per connection: a client that sends its request a
+        # byte at a time (or not at all) then holds a few KiB of memory, not one of a handful of
+        # threads. Uploads still stream through constant memory; the CPU-heavy work (AES-GCM on a
+        # segment, socket copies) runs in C, and password hashing runs in a native thread pool.
+        "--worker-class", "gevent",
         "--workers", str(settings.web_workers),
-        "--threads", str(settings.web_threads),
-        # The seed's header names contain underscores (New_User_Name); gunicorn drops such headers
-        # unless told otherwise. We read only our own exact names, so the ambiguity it guards
-        # against (X-Foo vs X_Foo set by a proxy) gives an attacker nothing here.
+        "--worker-connections", str(settings.web_connections),
+        # The gevent worker bounds the read of every request head (line and headers, and the idle
+        # wait before a kept-alive connection's next request) by this many seconds; the app bounds
+        # idle time inside a request (see app.limit_idle_time).
+        "--keep-alive", str(settings.header_timeout_seconds),
+        # The seed's header names contain underscores (New_User_Name), which gunicorn drops by
+        # default. "dangerous" keeps every underscore header through parsing; the pre_request hook
+        # in gunicorn_conf.py then lets through only the seed's four and drops the rest, so that no
+        # client header can become SCRIPT_NAME, HTTP_TRANSFER_ENCODING or the like.
         "--header-map", "dangerous",
         "--timeout", "120",
         "--graceful-timeout", "30",

@@ -115,6 +115,10 @@ class FileRecord:
         )
 
 
+# Database connections per app (per gunicorn worker): the most operations it runs at once.
+POOL_SIZE = 16
+
+
 class Storage:
     """The service's database. One instance per app; pymongo's client is thread-safe and pooled."""
 
@@ -143,6 +147,11 @@ class Storage:
             journal=True,
             tz_aware=True,
             appname="crypto-files-server",
+            # gevent workers run any number of requests at once; the database should not see them
+            # all at once (FerretDB on SQLite answered hundreds of simultaneous writes with lock
+            # errors). Requests beyond the pool wait in pymongo's queue, as they waited for a
+            # worker thread before.
+            maxPoolSize=POOL_SIZE,
         )
         self.db = self.client[db_name]
         self.users = self.db["users"]

@@ -45,9 +45,9 @@ def dockerfile_command() -> list[str]:
 
 
 def gunicorn_options(argv: list[str]) -> dict[str, Any]:
-    """What gunicorn itself makes of a ``python -m gunicorn ...`` command line."""
-    assert argv[1:3] == ["-m", "gunicorn"], argv
-    options: dict[str, Any] = vars(Config().parser().parse_args(argv[3:]))
+    """What gunicorn makes of a ``python -m gevent.monkey --module gunicorn ...`` command line."""
+    assert argv[1:5] == ["-m", "gevent.monkey", "--module", "gunicorn"], argv
+    options: dict[str, Any] = vars(Config().parser().parse_args(argv[5:]))
     return options
 
 
@@ -91,7 +91,8 @@ def check_compose(config: dict[str, Any]) -> None:
     command = app.get("command") or dockerfile_command()
     options = gunicorn_options(command)
     assert options["header_map"] == "dangerous"  # the seed's header names contain underscores
-    assert options["worker_class"] == "gthread"
+    assert options["worker_class"] == "gevent"
+    assert options["config"] == "python:cryptofiles.gunicorn_conf"  # the header filter
     assert options["bind"] == ["0.0.0.0:5000"]
 
     assert mongo["image"] == "mongo:7"

@@ -172,7 +172,9 @@ def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
             "PASSWORD_HASH_CONCURRENCY": "4",
             "MONGODB_TIMEOUT_MS": "250",
             "WEB_WORKERS": "3",
-            "WEB_THREADS": "16",
+            "WEB_CONNECTIONS": "16",
+            "HEADER_TIMEOUT_SECONDS": "7",
+            "IDLE_TIMEOUT_SECONDS": "9",
         }
     )
     settings = Settings.from_mapping(values)
@@ -182,7 +184,8 @@ def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
     assert settings.password_hash == "scrypt:16384:8:1"
     assert settings.password_hash_concurrency == 4
     assert settings.mongodb_timeout_ms == 250
-    assert (settings.web_workers, settings.web_threads) == (3, 16)
+    assert (settings.web_workers, settings.web_connections) == (3, 16)
+    assert (settings.header_timeout_seconds, settings.idle_timeout_seconds) == (7, 9)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +215,9 @@ def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
         ("PASSWORD_HASH_CONCURRENCY", "0"),
         ("MONGODB_TIMEOUT_MS", "99"),
         ("WEB_WORKERS", "0"),
-        ("WEB_THREADS", "0"),
+        ("WEB_CONNECTIONS", "0"),
+        ("HEADER_TIMEOUT_SECONDS", "0"),
+        ("IDLE_TIMEOUT_SECONDS", "-1"),
     ],
 )
 def test_invalid_value_refused(values: dict[str, str], name: str, value: str) -> None:

@@ -44,7 +44,7 @@ class Server:
             CRYPTOFILES_VAR_DIR=str(var_dir),
             CRYPTOFILES_TOOLS_DIR=str(ROOT / "tools"),
             WEB_WORKERS="2",
-            WEB_THREADS="4",
+            WEB_CONNECTIONS="1000",
             # Tests register and log in far more often than people do; tests/test_limits.py
             # checks the limits themselves.
             RATE_LIMIT_LOGIN_NAME="10000/minute",
