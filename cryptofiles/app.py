@@ -24,7 +24,7 @@ from cryptofiles.config import Settings
 from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
-from cryptofiles.inputs import credentials, text_field
+from cryptofiles.inputs import credentials, int_arg, text_field
 from cryptofiles.logs import configure_logging, init_request_logging
 from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
 from cryptofiles.metrics import Metrics, init_metrics
@@ -352,12 +352,10 @@ def register_file_routes(app: Flask) -> None:
     @app.get("/files")
     @token_required
     def list_files() -> Response:
-        raw_limit = request.args.get("limit", str(DEFAULT_PAGE))
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-            raise ApiError(400, f"limit must be an integer from 1 to {MAX_PAGE}.")
-        limit = int(raw_limit)
         records, next_cursor = _files().list(
-            g.principal.user.public_id, limit=limit, cursor=request.args.get("cursor")
+            g.principal.user.public_id,
+            limit=int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE),
+            cursor=request.args.get("cursor"),
         )
         return jsonify(files=[file_json(r) for r in records], next_cursor=next_cursor)
 

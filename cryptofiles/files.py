@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import itertools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # STALE_UPLOAD is taken for the leftover of a crashed upload and swept.
 HEARTBEAT_SECONDS = 10
 STALE_UPLOAD = timedelta(minutes=2)
+# What _encode_cursor writes: ASCII digits (int() would also take other scripts' digits, and a
+# 5000-digit number), then a file id.
+CURSOR_RE = re.compile(r"(?P<millis>-?[0-9]{1,16})/(?P<id>[0-9a-f-]{36})")
 
 
 class FileError(Exception):
@@ -311,11 +315,19 @@ def _encode_cursor(created_at: datetime, file_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(created_at, id)`` a cursor names; InvalidCursor for anything else, whatever fails.
+
+    A cursor is client input: besides broken base64 or UTF-8 (ValueError), its time may be out of
+    datetime's range (ValueError, OverflowError or OSError, depending on the platform's C library).
+    """
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        millis, file_id = text.split("/", 1)
-        return datetime.fromtimestamp(int(millis) / 1000, UTC), str(uuid.UUID(file_id))
-    except ValueError:  # also covers binascii.Error and UnicodeDecodeError
+        match = CURSOR_RE.fullmatch(text)
+        if match is None:
+            raise ValueError("not millis/uuid")
+        created_at = datetime.fromtimestamp(int(match["millis"]) / 1000, UTC)
+        return created_at, str(uuid.UUID(match["id"]))
+    except (ValueError, OverflowError, OSError):  # ValueError covers binascii and Unicode errors
         raise InvalidCursor("The cursor is invalid; start again without one.") from None
 
 
