@@ -177,7 +177,11 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 CUT_OFF = "The upload was cut off before the end of the body."
 PLAIN_FILENAME_RE = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
-CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls and DEL (header splitting, terminal escapes), and the Unicode bidirectional controls:
+# embeddings and overrides U+202A-U+202E, isolates U+2066-U+2069, and the marks U+200E, U+200F,
+# U+061C. These reorder how a name is displayed, so "invoice\u202efdp.exe" shows as "invoiceexe.pdf"
+# in a listing or a save dialog; no legitimate file name needs them.
+CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def request_body() -> Iterator[bytes]:
@@ -219,7 +223,8 @@ def upload_name() -> str | None:
     if len(name) > MAX_FILE_NAME_CHARS or CONTROL_CHARS_RE.search(name):
         raise ApiError(
             400,
-            f"The file name must be at most {MAX_FILE_NAME_CHARS} characters, no control characters.",
+            f"The file name must be at most {MAX_FILE_NAME_CHARS} characters, "
+            "no control characters (bidirectional controls included).",
         )
     return name
 
