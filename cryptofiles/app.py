@@ -25,7 +25,7 @@ from cryptofiles.connection import ClientStalled
 from cryptofiles.docs import register_docs
 from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
-from cryptofiles.inputs import credentials, text_field
+from cryptofiles.inputs import credentials, int_arg, text_field
 from cryptofiles.logs import configure_logging, init_request_logging
 from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
 from cryptofiles.metrics import Metrics, init_metrics
@@ -153,6 +153,9 @@ def register_routes(app: Flask) -> None:
         (password,) = credentials("User_Password")
         user = g.principal.user
         _authenticator().verify_password(user, password)
+        # In this order, so that an upload of this user finishing meanwhile leaves nothing behind
+        # (FileService._check_owner says why): mark, remove every file, then the user.
+        _storage().mark_user_deleting(user.public_id)
         deleted = _files().delete_all(user.public_id)
         _storage().delete_user(user.public_id)
         return reply(
@@ -179,7 +182,11 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 CUT_OFF = "The upload was cut off before the end of the body."
 PLAIN_FILENAME_RE = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
-CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls and DEL (header splitting, terminal escapes), and the Unicode bidirectional controls:
+# embeddings and overrides U+202A-U+202E, isolates U+2066-U+2069, and the marks U+200E, U+200F,
+# U+061C. These reorder how a name is displayed, so "invoice\u202efdp.exe" shows as "invoiceexe.pdf"
+# in a listing or a save dialog; no legitimate file name needs them.
+CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def request_body() -> Iterator[bytes]:
@@ -223,7 +230,8 @@ def upload_name() -> str | None:
     if len(name) > MAX_FILE_NAME_CHARS or CONTROL_CHARS_RE.search(name):
         raise ApiError(
             400,
-            f"The file name must be at most {MAX_FILE_NAME_CHARS} characters, no control characters.",
+            f"The file name must be at most {MAX_FILE_NAME_CHARS} characters, "
+            "no control characters (bidirectional controls included).",
         )
     return name
 
@@ -356,12 +364,10 @@ def register_file_routes(app: Flask) -> None:
     @app.get("/files")
     @token_required
     def list_files() -> Response:
-        raw_limit = request.args.get("limit", str(DEFAULT_PAGE))
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-            raise ApiError(400, f"limit must be an integer from 1 to {MAX_PAGE}.")
-        limit = int(raw_limit)
         records, next_cursor = _files().list(
-            g.principal.user.public_id, limit=limit, cursor=request.args.get("cursor")
+            g.principal.user.public_id,
+            limit=int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE),
+            cursor=request.args.get("cursor"),
         )
         return jsonify(files=[file_json(r) for r in records], next_cursor=next_cursor)
 

@@ -938,7 +938,10 @@ def cmd_admin_sweep(args: argparse.Namespace) -> int:
     settings = admin_settings(args.secrets_file)
     with open_storage(settings) as storage:
         report = file_service(storage, settings).sweep(orphans=True)
-    print(f"Swept: unfinished={report.unfinished} orphans={report.orphans}")
+    print(
+        f"Swept: unfinished={report.unfinished} orphans={report.orphans}"
+        f" ownerless={report.ownerless}"
+    )
     return EXIT_OK
 
 

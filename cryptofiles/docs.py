@@ -4,6 +4,10 @@ The OpenAPI document is written by hand in ``openapi.yaml`` beside this module (
 keeps it true to the routes) and read once, when the routes are registered. ``/docs`` is Swagger UI,
 served entirely from the distribution that the flask-swagger-ui package ships: nothing is fetched from
 a CDN, so the page works offline. Neither route needs a token.
+
+The page runs no inline code, so that its Content-Security-Policy can forbid inline scripts: it
+carries Swagger UI's settings as a JSON data block (never executed) that ``INIT_JS``, served from
+``/docs/`` like the bundle, reads and hands to Swagger UI. Every value put into the page is escaped.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 import flask_swagger_ui
 import yaml
 from flask import Flask, Response, send_from_directory, url_for
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import escape
 
 # Swagger UI's JavaScript, CSS and icons, as the package bundles them.
 ASSETS_DIR = Path(flask_swagger_ui.__file__).parent / "dist"
@@ -29,13 +35,34 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
   <div id="swagger-ui"></div>
+  <script type="application/json" id="swagger-config">{config}</script>
   <script src="{js}"></script>
-  <script>
-    window.ui = SwaggerUIBundle({config});
-  </script>
+  <script src="{init}"></script>
 </body>
 </html>
 """
+# Served as /docs/INIT_NAME: a name the Swagger UI distribution does not use.
+INIT_NAME = "cryptofiles-init.js"
+INIT_JS = """"use strict";
+window.ui = SwaggerUIBundle(
+  JSON.parse(document.getElementById("swagger-config").textContent)
+);
+"""
+# Only what the page loads, from here: no inline script or style, no plugins, no framing
+# (clickjacking), no <base> to re-point relative URLs. Swagger UI sets element styles from script
+# (the CSSOM, which style-src does not govern) and its stylesheet draws icons as data: images.
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
 def load_spec() -> dict[str, object]:
@@ -61,14 +88,24 @@ def register_docs(app: Flask) -> None:
             "deepLinking": True,
             "validatorUrl": None,  # the default would send the document's URL to swagger.io
         }
+        # Escaped although every value is ours: a URL carries the request's path prefix
+        # (SCRIPT_NAME), which a client once set to markup through a header.
         page = PAGE.format(
-            css=url_for("docs_asset", filename="swagger-ui.css"),
-            icon=url_for("docs_asset", filename="favicon-32x32.png"),
-            js=url_for("docs_asset", filename="swagger-ui-bundle.js"),
-            config=json.dumps(config),
+            css=escape(url_for("docs_asset", filename="swagger-ui.css")),
+            icon=escape(url_for("docs_asset", filename="favicon-32x32.png")),
+            js=escape(url_for("docs_asset", filename="swagger-ui-bundle.js")),
+            init=escape(url_for("docs_asset", filename=INIT_NAME)),
+            # JSON with <, > and & escaped: nothing in it can close the data block.
+            config=htmlsafe_json_dumps(config),
         )
-        return Response(page, mimetype="text/html")
+        response = Response(page, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Frame-Options"] = "DENY"  # for browsers without frame-ancestors
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @app.get("/docs/<path:filename>")
     def docs_asset(filename: str) -> Response:
+        if filename == INIT_NAME:
+            return Response(INIT_JS, mimetype="text/javascript")
         return send_from_directory(ASSETS_DIR, filename)

@@ -41,6 +41,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (files.UploadInterrupted, 400),
     (files.InvalidCursor, 400),
     (files.NoSuchFile, 404),
+    (files.OwnerGone, 410),
     (files.UploadTooLarge, 413),
     (connection.ClientStalled, 408),
     (auth.Busy, 503),

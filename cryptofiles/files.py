@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import itertools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from cryptofiles import crypto
 from cryptofiles.auth import Clock
 from cryptofiles.logs import security_event
-from cryptofiles.storage import FileRecord, Storage
+from cryptofiles.storage import FileRecord, Storage, UploadLost
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # STALE_UPLOAD is taken for the leftover of a crashed upload and swept.
 HEARTBEAT_SECONDS = 10
 STALE_UPLOAD = timedelta(minutes=2)
+# What _encode_cursor writes: ASCII digits (int() would also take other scripts' digits, and a
+# 5000-digit number), then a file id.
+CURSOR_RE = re.compile(r"(?P<millis>-?[0-9]{1,16})/(?P<id>[0-9a-f-]{36})")
 
 
 class FileError(Exception):
@@ -54,6 +58,10 @@ class InvalidCursor(FileError):
     pass
 
 
+class OwnerGone(FileError):
+    """The uploader's account was deleted, or its deletion began, before the upload completed."""
+
+
 class NoSuchFile(FileError):
     """Unknown, malformed, incomplete, or somebody else's: one answer for all, so ids can't be probed."""
 
@@ -62,6 +70,7 @@ class NoSuchFile(FileError):
 class SweepReport:
     unfinished: int  # pending uploads whose heartbeat stopped, and interrupted deletions
     orphans: int  # GridFS data with no file record
+    ownerless: int = 0  # files whose owner no longer exists
 
 
 @dataclasses.dataclass
@@ -132,11 +141,37 @@ class FileService:
                     write_chunk(segment)
                     stored_size += len(segment)
             self.storage.complete_file(file_id, counter.total, stored_size)
+            self._check_owner(owner)
+        except UploadLost:
+            self._discard_quietly(file_id)
+            # The account deletion removed the pending record: say so, rather than "lost".
+            self._check_owner(owner)
+            raise
         except BaseException:
-            # Client gone, over the limit, database error, worker stopping: leave nothing behind.
+            # Client gone, over the limit, database error, worker stopping, owner deleted: leave
+            # nothing behind.
             self._discard_quietly(file_id)
             raise
         return dataclasses.replace(record, size=counter.total, stored_size=stored_size)
+
+    def _check_owner(self, owner: str) -> None:
+        """After the compare-and-set to complete: fail if the owner is gone or being deleted.
+
+        FerretDB has no transactions, so an upload racing its owner's account deletion is made safe
+        by the order of the writes. The deletion (``DELETE /account``) runs M: mark the user as
+        being deleted, L: remove every record of the owner whatever its status, U: delete the user.
+        The upload runs I: insert the pending record, W: write chunks, C: mark the record complete
+        (by id), R: this check, undoing the upload when it fails. Every interleaving leaves nothing:
+        - R after M: R sees the mark (or no user) and the upload discards its record and chunks;
+          if L removed the record first, C matched nothing (UploadLost) and the same check runs.
+          A record that L shredded before C is marked complete by C, but has no key: never served.
+        - R before M: then C came before M, so the record was complete when L listed the owner's
+          records after M, and L removes it, as for any file uploaded before the deletion.
+        A crash between C and R, after U, leaves a complete file of a missing owner: the sweep
+        removes those (``sweep``, at start-up and by ``cryptofiles admin sweep``).
+        """
+        if not self.storage.may_own_files(owner):
+            raise OwnerGone("This account was deleted while the upload ran; nothing was stored.")
 
     def _room_left(self, owner: str) -> int | None:
         """Bytes the owner may still store. Uploads running at the same time are not counted,
@@ -251,32 +286,46 @@ class FileService:
         return records[:limit], _encode_cursor(last.created_at, last.id)
 
     def delete(self, record: FileRecord) -> None:
+        self._delete(record.id)
+
+    def _delete(self, file_id: str) -> None:
         """Crypto-shredding: the wrapped key goes first, so whatever a crash leaves is unreadable."""
-        self.storage.shred_file(record.id, self.clock())
-        self.storage.discard_file(record.id)
+        self.storage.shred_file(file_id, self.clock())
+        self.storage.discard_file(file_id)
 
     def delete_all(self, owner: str) -> int:
-        """Delete every file of ``owner``; returns how many. Safe to repeat after a failure."""
+        """Delete every record of ``owner``, uploads in progress included; returns how many files
+        were complete. Call after ``Storage.mark_user_deleting`` (see ``_check_owner`` for why
+        that order leaves nothing behind). Safe to repeat after a failure.
+        """
         deleted = 0
-        while records := self.storage.list_files(owner, limit=100, after=None):
-            for record in records:
-                self.delete(record)
-                deleted += 1
+        for file_id, status in self.storage.files_of(owner):
+            self._delete(file_id)
+            deleted += status == "complete"
         return deleted
 
     def sweep(self, *, orphans: bool = False) -> SweepReport:
-        """Remove uploads a crash left pending and deletions it interrupted; with ``orphans``, also
-        chunks that belong to no record (a full scan of the chunk ids: an admin task, not start-up).
+        """Remove uploads a crash left pending, deletions it interrupted and files whose owner no
+        longer exists; with ``orphans``, also chunks that belong to no record (a full scan of the
+        chunk ids: an admin task, not start-up).
         """
         stale = self.storage.unfinished_files(self.clock() - STALE_UPLOAD)
         for file_id in stale:
             self.storage.discard_file(file_id)
+        ownerless = self.storage.ownerless_files()
+        for file_id in ownerless:
+            self._delete(file_id)
         orphan_ids = self.storage.orphan_chunk_owners() if orphans else []
         for file_id in orphan_ids:
             self.storage.discard_file(file_id)
-        if stale or orphan_ids:
-            log.info("swept %d unfinished file(s), %d orphan(s)", len(stale), len(orphan_ids))
-        return SweepReport(unfinished=len(stale), orphans=len(orphan_ids))
+        if stale or ownerless or orphan_ids:
+            log.info(
+                "swept %d unfinished file(s), %d of deleted owners, %d orphan(s)",
+                len(stale),
+                len(ownerless),
+                len(orphan_ids),
+            )
+        return SweepReport(len(stale), len(orphan_ids), len(ownerless))
 
     def rewrap_all(self) -> RewrapReport:
         """Re-wrap every file key under the active master key; file contents are untouched.
@@ -311,11 +360,19 @@ def _encode_cursor(created_at: datetime, file_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(created_at, id)`` a cursor names; InvalidCursor for anything else, whatever fails.
+
+    A cursor is client input: besides broken base64 or UTF-8 (ValueError), its time may be out of
+    datetime's range (ValueError, OverflowError or OSError, depending on the platform's C library).
+    """
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        millis, file_id = text.split("/", 1)
-        return datetime.fromtimestamp(int(millis) / 1000, UTC), str(uuid.UUID(file_id))
-    except ValueError:  # also covers binascii.Error and UnicodeDecodeError
+        match = CURSOR_RE.fullmatch(text)
+        if match is None:
+            raise ValueError("not millis/uuid")
+        created_at = datetime.fromtimestamp(int(match["millis"]) / 1000, UTC)
+        return created_at, str(uuid.UUID(match["id"]))
+    except (ValueError, OverflowError, OSError):  # ValueError covers binascii and Unicode errors
         raise InvalidCursor("The cursor is invalid; start again without one.") from None
 
 

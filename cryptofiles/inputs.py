@@ -1,4 +1,4 @@
-"""Reading what clients send, safely: text fields from headers or a JSON body.
+"""Reading what clients send, safely: text fields from headers or a JSON body, integer query parameters.
 
 Every field a view reads goes through here, so the rules live in one place: header values are
 decoded as UTF-8 (WSGI hands them over as latin-1), JSON bodies are bounded in size and nesting,
@@ -9,6 +9,7 @@ be encodable (a lone surrogate from a JSON escape would otherwise fail deep insi
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import g, request
@@ -18,6 +19,9 @@ from cryptofiles.errors import ApiError
 
 # Credentials are a few hundred bytes; a JSON body larger than this is refused before parsing.
 MAX_JSON_BYTES = 64 * 1024
+# ASCII digits only, and few of them: str.isdigit and int() also accept superscripts, fullwidth and
+# Arabic-Indic digits, and int() raises on more than 4300 digits, which answered 500 once.
+INTEGER_RE = re.compile(r"[0-9]{1,9}")
 
 
 def json_object() -> dict[str, Any]:
@@ -72,3 +76,13 @@ def credentials(*fields: str) -> list[str]:
     if missing:
         raise ApiError(400, f"Missing {' and '.join(missing)} (as a header or in a JSON body).")
     return values
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """The integer query parameter ``name`` (``default`` when absent), from ``low`` to ``high``."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not INTEGER_RE.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}.")
+    return int(raw)

@@ -28,6 +28,10 @@ from prometheus_client import (
 from cryptofiles.auth import InvalidToken
 
 EXTENSION_KEY = "cryptofiles.metrics"
+# The label values for requests outside the closed sets (see count() below).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED = "unmatched"
 
 
 class Metrics:
@@ -87,9 +91,13 @@ def init_metrics(app: Flask, metrics_token: str | None) -> Metrics:
 
     @app.after_request
     def count(response: Response) -> Response:
-        # The route pattern, never the URL: file ids would make a series per file.
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        # Every label value comes from a closed set, since each new value is a new series that
+        # lives in memory (and in the multiprocess files) until restart: the route pattern, never
+        # the URL (file ids would make a series per file); any path no route matches is one value;
+        # a method a client invented is "other" (3,000 invented methods once made 3,000 series).
+        route = request.url_rule.rule if request.url_rule else UNMATCHED
+        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
+        metrics.requests.labels(route, method, str(response.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
             metrics.latency.labels(route).observe(time.perf_counter() - started)

@@ -2,14 +2,15 @@
 
 Collections:
 - ``users``: ``_id`` (ObjectId), ``public_id`` (UUIDv4 text, the JWT subject), ``name`` (unique),
-  ``password_hash``, ``created_at``.
+  ``password_hash``, ``created_at``, ``deleting`` (true once the account's deletion has begun).
 - ``revoked_tokens``: ``_id`` = the token's ``jti``, ``expires_at``. A TTL index lets MongoDB drop a
   row once the token would have expired anyway. FerretDB 1.x has no TTL indexes: there we keep a plain
   index and purge expired rows ourselves whenever a token is revoked.
 - ``files``: one record per file: ``_id`` (UUIDv4 text, the public file id), ``owner`` (user public
   id), ``name``, ``content_type``, ``size`` (plaintext), ``stored_size`` (ciphertext), ``wrapped_key``,
-  ``kek_id``, ``status`` (``pending`` while uploading, ``complete`` once stored), ``created_at``,
-  ``heartbeat_at`` (refreshed while an upload runs).
+  ``kek_id``, ``status`` (``pending`` while uploading, ``complete`` once stored, ``deleting`` once
+  shredded), ``created_at``, ``heartbeat_at`` (refreshed while an upload runs). A record without
+  ``wrapped_key`` is shredded whatever its status says, and never served.
 - GridFS bucket ``ciphertext`` (``ciphertext.files``, ``ciphertext.chunks``): the encrypted bytes, in
   1 MiB chunks, under the same id as the record.
 
@@ -17,6 +18,9 @@ Write order, because GridFS cannot join a transaction (and FerretDB has none): t
 (pending), then the chunks, then the record is marked complete. Removal goes the other way: chunks
 first, the record last. So chunks never exist without a record that names them, only complete
 records are served, and a sweep of stale pending records finishes any removal a crash interrupted.
+Deleting an account marks the user first, then removes every record of the owner; an upload that
+completes re-checks its owner afterwards (see ``FileService._check_owner``); the sweep removes the files
+of owners that no longer exist.
 
 Only this module imports pymongo. It raises its own small exception family, which the app maps to HTTP
 answers in one place.
@@ -29,7 +33,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import pymongo
 from bson.binary import Binary
@@ -226,6 +230,17 @@ class Storage:
             doc = self.users.find_one({"_id": public_id})
         return User.from_doc(doc) if doc else None
 
+    def mark_user_deleting(self, public_id: str) -> None:
+        """The first step of deleting an account: uploads completing from now on undo themselves."""
+        with _mapped_errors():
+            self.users.update_one({"_id": public_id}, {"$set": {"deleting": True}})
+
+    def may_own_files(self, public_id: str) -> bool:
+        """Whether the user exists and is not being deleted (what a completed upload re-checks)."""
+        with _mapped_errors():
+            doc = self.users.find_one({"_id": public_id}, {"deleting": 1})
+        return doc is not None and not doc.get("deleting", False)
+
     def set_password_hash(self, public_id: str, password_hash: str) -> None:
         """Replace the hash of the same password (a cost upgrade): tokens stay valid."""
         with _mapped_errors():
@@ -282,8 +297,10 @@ class Storage:
 
     def complete_file(self, file_id: str, size: int, stored_size: int) -> None:
         with _mapped_errors():
-            # By _id alone (see create_user): only this upload ever changes its pending record,
-            # and the one thing that can happen to it meanwhile is a sweep deleting it.
+            # By _id alone (see create_user): other filters make FerretDB read the whole
+            # collection. Meanwhile a sweep may have deleted the record (then nothing matches), or
+            # an account deletion shredded it: marked complete, it still has no key and is never
+            # served (see _servable), and the upload's owner check then removes it.
             result = self.files.update_one(
                 {"_id": file_id},
                 {"$set": {"status": "complete", "size": size, "stored_size": stored_size},
@@ -305,7 +322,7 @@ class Storage:
         """The record of a completely stored file; pending or missing files are None alike."""
         with _mapped_errors():
             doc = self.files.find_one({"_id": file_id})  # by _id alone: see create_user
-        return FileRecord.from_doc(doc) if doc and doc.get("status") == "complete" else None
+        return FileRecord.from_doc(doc) if _servable(doc) else None
 
     def read_chunks(self, file_id: str, length: int, first: int, last: int) -> Iterator[bytes]:
         """Chunks ``first``..``last`` (inclusive) of a stored file of ``length`` bytes, in order.
@@ -336,7 +353,7 @@ class Storage:
         self, owner: str, *, limit: int, after: tuple[datetime, str] | None
     ) -> list[FileRecord]:
         """The owner's complete files, newest first, starting after ``(created_at, id)``."""
-        query: dict[str, Any] = {"owner": owner, "status": "complete"}
+        query: dict[str, Any] = {"owner": owner, **SERVABLE}
         if after is not None:
             created_at, file_id = after
             query["$or"] = [
@@ -347,10 +364,31 @@ class Storage:
             cursor = self.files.find(query, sort=[("created_at", -1), ("_id", -1)], limit=limit)
             return [FileRecord.from_doc(doc) for doc in cursor]
 
+    def files_of(self, owner: str) -> list[tuple[str, str]]:
+        """``(id, status)`` of every record of ``owner``, whatever its status (pending included)."""
+        with _mapped_errors():
+            cursor = self.files.find({"owner": owner}, {"status": 1})
+            return [(doc["_id"], doc.get("status", "")) for doc in cursor]
+
+    def ownerless_files(self) -> list[str]:
+        """Ids of the records whose owner has no user document (left by an interrupted account
+        deletion, or by an upload that completed as it ran and then crashed before undoing)."""
+        with _mapped_errors():
+            owners = set(self.files.distinct("owner"))
+            if not owners:
+                return []
+            known = {
+                doc["_id"] for doc in self.users.find({"_id": {"$in": list(owners)}}, {"_id": 1})
+            }
+            gone = list(owners - known)
+            if not gone:
+                return []
+            return [doc["_id"] for doc in self.files.find({"owner": {"$in": gone}}, {"_id": 1})]
+
     def bytes_used(self, owner: str) -> int:
         """Plaintext bytes of the owner's complete files (what the quota counts)."""
         with _mapped_errors():
-            docs = self.files.find({"owner": owner, "status": "complete"}, {"size": 1})
+            docs = self.files.find({"owner": owner, **SERVABLE}, {"size": 1})
             return sum(int(doc.get("size", 0)) for doc in docs)
 
     def shred_file(self, file_id: str, now: datetime) -> None:
@@ -371,6 +409,10 @@ class Storage:
                 {"$or": [
                     {"status": "pending", "heartbeat_at": {"$lt": heartbeat_before}},
                     {"status": "deleting"},
+                    # Shredded, then marked complete by an upload finishing meanwhile (see
+                    # complete_file); its account deletion or the upload itself removes it, unless
+                    # a crash stopped both.
+                    {"status": "complete", "wrapped_key": {"$exists": False}},
                 ]},
                 {"_id": 1},
             )  # fmt: skip
@@ -475,6 +517,15 @@ class Storage:
     def is_token_revoked(self, jti: str) -> bool:
         with _mapped_errors():
             return self.revoked_tokens.find_one({"_id": jti}, projection={"_id": 1}) is not None
+
+
+# What a servable record looks like: complete, and not shredded (an upload completing after its
+# record was shredded sets the status back to complete, but cannot bring the key back).
+SERVABLE: dict[str, Any] = {"status": "complete", "wrapped_key": {"$exists": True}}
+
+
+def _servable(doc: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    return doc is not None and doc.get("status") == "complete" and "wrapped_key" in doc
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -74,13 +75,54 @@ def test_list_of_nobody_is_empty(client: FlaskClient, alice: str) -> None:
     assert get(client, "/files", alice).json == {"files": [], "next_cursor": None}
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=abc", "limit=-1", "cursor=%%%"])
+def cursor_of(text: str) -> str:
+    """A cursor as the server makes them (unpadded urlsafe base64 of "millis/id"), of any text."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+A_UUID = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "limit=-1",
+        "cursor=%%%",
+        # Digits to str.isdigit, not to us: superscript two, Arabic-Indic three, fullwidth five.
+        "limit=%C2%B2",
+        "limit=%D9%A3",
+        "limit=%EF%BC%95",
+        "limit=+5",
+        "limit=%205",
+        "limit=1_0",
+        "limit=" + "9" * 5000,  # past int()'s 4300-digit guard: a ValueError of its own
+    ],
+)
 def test_list_bad_parameters(client: FlaskClient, alice: str, query: str) -> None:
     response = get(client, f"/files?{query}", alice)
     assert response.status_code == 400
+    assert "limit" in response.text or "cursor" in response.text
 
 
-@pytest.mark.parametrize("cursor", ["bm9wZQ", "MTIzL25vdC1hLXV1aWQ", "x"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "bm9wZQ",
+        "MTIzL25vdC1hLXV1aWQ",
+        "x",
+        cursor_of(f"99999999999999999999/{A_UUID}"),  # past year 9999
+        cursor_of(f"-99999999999999999/{A_UUID}"),  # before year 1
+        cursor_of(f"{'9' * 5000}/{A_UUID}"),
+        cursor_of(f"%C2%B2/{A_UUID}"),
+        cursor_of(f"1e3/{A_UUID}"),
+        "%C3%A9t%C3%A9",  # not ASCII: not base64 at all
+        "%FF%FE",
+        base64.urlsafe_b64encode(b"\xff\xfe/" + A_UUID.encode()).decode(),  # not UTF-8
+    ],
+)
 def test_list_bad_cursor(client: FlaskClient, alice: str, cursor: str) -> None:
     response = get(client, f"/files?cursor={cursor}", alice)
     assert response.status_code == 400

@@ -82,3 +82,30 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
         assert value(text, "cryptofiles_upload_bytes_total") == 600
     finally:
         server.stop()
+
+
+def series(text: str, name: str) -> set[str]:
+    """The label sets of ``name`` in a Prometheus text page: one per series."""
+    return {
+        match.group(1)
+        for line in text.splitlines()
+        if (match := re.fullmatch(rf"{name}\{{(.*)\}} \S+", line))
+    }
+
+
+def test_invented_methods_and_paths_make_no_new_series(metered: Flask) -> None:
+    client: FlaskClient = metered.test_client()
+    for n in range(200):
+        client.open("/healthz", method=f"INVENTED{n}")
+        client.open(f"/no-such-route-{n}/{os.urandom(4).hex()}", method="GET")
+        client.open(f"/no-such-route-{n}", method=f"X{n}")
+    page = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    requests = series(page, "cryptofiles_requests_total")
+    # A method no rule takes matches no route either (405): all 600 requests are "unmatched",
+    # in three series: (other, 405), (GET, 404), (other, 404).
+    assert len(requests) == 3, requests
+    assert value(page, "cryptofiles_requests_total", method="other") == 400
+    assert value(page, "cryptofiles_requests_total", route="unmatched") == 600
+    assert "INVENTED" not in page and "no-such-route" not in page
+    buckets = series(page, "cryptofiles_request_seconds_bucket")
+    assert {re.search(r'route="[^"]*"', labels)[0] for labels in buckets} == {'route="unmatched"'}

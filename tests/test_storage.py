@@ -6,6 +6,8 @@ Service level: ``FileService`` and ``Storage`` as the app built them, on the tes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from cryptofiles.files import (
     STALE_UPLOAD,
     FileService,
     NoSuchFile,
+    OwnerGone,
     UploadInterrupted,
     UploadTooLarge,
 )
@@ -35,12 +38,28 @@ from tests.conftest import Accounts
 
 MiB = 1 << 20
 BLOCK = MiB // 2
-OWNER = str(uuid.uuid4())  # the service does not look owners up
+OWNER = str(uuid.uuid4())
+PASSWORD = "correct horse battery"  # tests.conftest's, which Accounts registers with
 
 
 @pytest.fixture
 def storage(app: Flask) -> Storage:
     return app.extensions["cryptofiles.storage"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def owner_exists(storage: Storage) -> None:
+    """OWNER is a user: an upload completes only for an owner that exists (and is not being
+    deleted), and the sweep removes the files of owners that do not."""
+    now = utcnow()
+    doc = {
+        "_id": OWNER,
+        "public_id": OWNER,
+        "name": "owner",
+        "password_hash": "-",
+        "created_at": now,
+    }
+    storage.users.insert_one(doc)
 
 
 @pytest.fixture
@@ -234,6 +253,148 @@ def test_failed_clean_up_leaves_a_pending_record_that_is_never_served_and_is_swe
     )
     assert later.sweep().unfinished == 1
     assert counts(db) == before
+
+
+# -- an account deleted while its upload runs --------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Leaver:
+    """A user who uploads, and deletes the account through the API at a chosen moment."""
+
+    client: FlaskClient
+    token: str
+    public_id: str
+
+    def delete_account(self) -> None:
+        response = self.client.delete(
+            "/account", json={"User_Password": PASSWORD}, headers={"x-access-tokens": self.token}
+        )
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def leaver(client: FlaskClient, accounts: Accounts, db: Any) -> Leaver:
+    token = accounts.token("leaver")
+    return Leaver(client, token, db.users.find_one({"name": "leaver"})["public_id"])
+
+
+def nothing_of(db: Any, owner: str) -> None:
+    """No user document, no record, no GridFS entry and no chunk is left of ``owner``."""
+    assert db.users.count_documents({"_id": owner}) == 0
+    ids = {doc["_id"] for doc in db.files.find({"owner": owner}, {"_id": 1})}
+    assert ids == set()
+    no_orphans(db)  # with no record left, chunks of the owner's files would be orphans
+    assert counts(db)[0] == db.files.count_documents({})  # (and OWNER's files are untouched)
+
+
+@pytest.mark.parametrize("when", ["midway", "right-after-completion"])
+def test_account_deleted_during_an_upload_leaves_nothing(
+    files: FileService,
+    storage: Storage,
+    leaver: Leaver,
+    db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    kept = files.upload(OWNER, [b"somebody else's file"])
+
+    def delete_midway(sent: int) -> None:
+        if sent == MiB and when == "midway":  # the pending record and two chunks are stored
+            assert db.files.count_documents({"owner": leaver.public_id, "status": "pending"}) == 1
+            leaver.delete_account()
+
+    complete_file = storage.complete_file
+
+    def complete_then_delete(file_id: str, size: int, stored_size: int) -> None:
+        complete_file(file_id, size, stored_size)
+        leaver.delete_account()  # between the compare-and-set and the owner check
+
+    if when == "right-after-completion":
+        monkeypatch.setattr(storage, "complete_file", complete_then_delete)
+    with pytest.raises(OwnerGone):
+        files.upload(leaver.public_id, blocks(3 * MiB, delete_midway))
+    nothing_of(db, leaver.public_id)
+    assert counts(db) == (1, 1, 1)
+    assert plaintext_of(files, files.get(kept.id)) == b"somebody else's file"
+
+
+def test_account_deleted_after_an_upload_takes_the_file(
+    files: FileService, leaver: Leaver, db: Any
+) -> None:
+    record = files.upload(leaver.public_id, blocks(2 * MiB))
+    leaver.delete_account()
+    nothing_of(db, leaver.public_id)
+    with pytest.raises(NoSuchFile):
+        files.get(record.id)
+
+
+def test_deletion_begun_before_completion_and_finished_after_leaves_nothing(
+    files: FileService, storage: Storage, leaver: Leaver, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion's steps interleaved with the upload's one by one: the user is marked and the
+    pending record shredded before the upload marks it complete; the rest of the deletion runs
+    after the upload failed. Marked complete without its key, the record is never served."""
+    complete_file = storage.complete_file
+    seen: dict[str, Any] = {}
+
+    def shred_before_completing(file_id: str, size: int, stored_size: int) -> None:
+        storage.mark_user_deleting(leaver.public_id)
+        storage.shred_file(file_id, utcnow())  # the first step of removing this record
+        complete_file(file_id, size, stored_size)
+        seen["status"] = db.files.find_one({"_id": file_id})["status"]
+        seen["listed"] = storage.list_files(leaver.public_id, limit=10, after=None)
+        with pytest.raises(NoSuchFile):
+            files.get(file_id)
+
+    monkeypatch.setattr(storage, "complete_file", shred_before_completing)
+    with pytest.raises(OwnerGone):
+        files.upload(leaver.public_id, blocks(2 * MiB))
+    assert seen == {"status": "complete", "listed": []}
+    assert files.delete_all(leaver.public_id) == 0  # the upload already undid itself
+    storage.delete_user(leaver.public_id)
+    nothing_of(db, leaver.public_id)
+
+
+def test_upload_cut_short_by_the_account_deletion_answers_410(
+    app: Flask, leaver: Leaver, db: Any
+) -> None:
+    class DeletingStream(io.BytesIO):
+        """A request body that deletes its sender's account after the first MiB is read."""
+
+        deleted = False
+
+        def readinto(self, buffer: Any) -> int:  # how werkzeug reads a request body
+            if self.tell() >= MiB and not self.deleted:
+                self.deleted = True
+                leaver.delete_account()
+            return super().readinto(buffer)
+
+    response = app.test_client().post(
+        "/upload",
+        input_stream=(body := DeletingStream(os.urandom(3 * MiB))),
+        headers={"x-access-tokens": leaver.token, "Content-Length": str(3 * MiB)},
+    )
+    assert response.status_code == 410
+    assert body.deleted  # the deletion did run midway
+    assert response.text == "This account was deleted while the upload ran; nothing was stored.\n"
+    nothing_of(db, leaver.public_id)
+
+
+def test_sweep_removes_the_files_of_owners_that_no_longer_exist(
+    files: FileService, storage: Storage, leaver: Leaver, db: Any
+) -> None:
+    """What a crash between an upload's completion and its owner check leaves, after the
+    account's deletion: a complete file that nobody owns, downloadable by its id."""
+    kept = files.upload(OWNER, [b"owned"])
+    ownerless = files.upload(leaver.public_id, blocks(2 * MiB))
+    storage.delete_user(leaver.public_id)
+    assert files.get(ownerless.id)  # still served: nothing else would ever remove it
+    report = files.sweep()
+    assert (report.unfinished, report.ownerless) == (0, 1)
+    nothing_of(db, leaver.public_id)
+    assert stored_ids(db) == ({kept.id}, {kept.id}, {kept.id})
+    assert files.sweep().ownerless == 0
 
 
 # -- the sweep -------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@ OWASP API8:2023 security misconfiguration).
 
 Answers that carry secrets (a token, a file key, a decrypted file) must not be stored by caches;
 downloads must never be rendered by a browser, whatever content type a user claimed at upload; and
-an internal failure must answer with the generic message, never with what went wrong inside.
+an internal failure must answer with the generic message, never with what went wrong inside. The
+documentation page runs only scripts it serves itself, cannot be framed, and escapes what it embeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -198,3 +201,70 @@ def test_internal_failures_answer_only_the_generic_message(
             f"{k}: {v}\n" for k, v in response.headers.items()
         )
         assert [marker for marker in LEAK_MARKERS if marker in shown] == []
+
+
+# -- the documentation page runs only the code it serves itself ----------------------------------------
+
+PAGE_CSP = {
+    "default-src": {"'self'"},
+    "script-src": {"'self'"},
+    "style-src": {"'self'"},
+    "object-src": {"'none'"},
+    "base-uri": {"'none'"},
+    "frame-ancestors": {"'none'"},
+}
+MARKUP_PREFIX = '/x"><script>alert(1)</script><img src=x onerror=alert(2)>'
+SCRIPT_TAG_RE = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.DOTALL)
+
+
+def csp(response: TestResponse) -> dict[str, set[str]]:
+    policy = {}
+    for directive in response.headers.get("Content-Security-Policy", "").split(";"):
+        name, *sources = directive.split()
+        policy[name] = set(sources)
+    return policy
+
+
+def test_docs_page_sends_a_strict_policy_and_denies_framing(world: World) -> None:
+    response = world.client.get("/docs")
+    assert response.status_code == 200
+    policy = csp(response)
+    for directive, sources in PAGE_CSP.items():
+        assert policy.get(directive) == sources, directive
+    assert not {s for sources in policy.values() for s in sources} & {
+        "'unsafe-inline'",
+        "'unsafe-eval'",
+        "*",
+    }
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_docs_page_has_no_inline_code(world: World) -> None:
+    page = world.client.get("/docs").text
+    assert "<style" not in page and not re.search(r"\s(style|on\w+)\s*=", page, re.IGNORECASE)
+    scripts = SCRIPT_TAG_RE.findall(page)
+    assert scripts
+    for attributes, body in scripts:
+        # A script either loads from a URL of ours or is a JSON data block, which never runs.
+        assert ('src="/docs/' in attributes and not body.strip()) or (
+            'type="application/json"' in attributes
+        ), attributes
+        if 'src="' in attributes:
+            url = re.search(r'src="([^"]+)"', attributes)[1]  # type: ignore[index]
+            asset = world.client.get(url, buffered=True)
+            assert asset.status_code == 200 and asset.mimetype == "text/javascript", url
+            asset.close()
+
+
+def test_docs_page_escapes_the_path_prefix(world: World) -> None:
+    # SCRIPT_NAME, the prefix every URL of the page starts with, as a client once set it.
+    response = world.client.get("/docs", environ_overrides={"SCRIPT_NAME": MARKUP_PREFIX})
+    assert response.status_code == 200
+    page = response.text
+    assert "<script>alert" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # in the href and src attributes
+    assert len(SCRIPT_TAG_RE.findall(page)) == 3  # the data block, the bundle, the start-up
+    # The settings block holds the prefix as data, unchanged once parsed, unable to close itself.
+    (block,) = re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', page)
+    assert "<" not in block
+    assert json.loads(block)["url"] == MARKUP_PREFIX + "/openapi.json"

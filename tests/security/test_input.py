@@ -238,7 +238,6 @@ PATH_LIKE_NAMES = {
     "parameters": "x.txt; filename=evil.exe; filename*=UTF-8''evil.exe",
     "html": "<script>alert(1)</script>.html",
     "non-ascii": "ünïcødé 文件.txt",
-    "right-to-left-override": "invoice\u202efdp.exe",
     "unicode-line-separator": "line\u2028break\u0085.txt",
 }
 FALLBACK_RE = re.compile(r'filename="([^"]*)"')
@@ -311,6 +310,44 @@ def test_other_control_characters_in_file_names_are_400(
         "/upload", data=b"x", headers=auth(target.token()), environ_overrides=environ
     )
     assert response.status_code == 400
+    assert target.snapshot() == before
+
+
+# Characters that reorder how the rest of a name is displayed: "invoice\u202efdp.exe" shows as
+# "invoiceexe.pdf". Refused like the C0 controls, from either header.
+BIDI_CONTROLS = {
+    "left-to-right-embedding": "\u202a",
+    "right-to-left-embedding": "\u202b",
+    "pop-directional-formatting": "\u202c",
+    "left-to-right-override": "\u202d",
+    "right-to-left-override": "\u202e",
+    "left-to-right-isolate": "\u2066",
+    "right-to-left-isolate": "\u2067",
+    "first-strong-isolate": "\u2068",
+    "pop-directional-isolate": "\u2069",
+    "left-to-right-mark": "\u200e",
+    "right-to-left-mark": "\u200f",
+    "arabic-letter-mark": "\u061c",
+}
+
+
+@pytest.mark.parametrize("how", ["X-File-Name", "Content-Disposition"])
+@pytest.mark.parametrize("control", BIDI_CONTROLS.values(), ids=BIDI_CONTROLS.keys())
+def test_bidirectional_controls_in_file_names_are_400(
+    target: Target, control: str, how: str
+) -> None:
+    name = f"invoice{control}fdp.exe"
+    if how == "X-File-Name":
+        environ = {"HTTP_X_FILE_NAME": as_header(name)}
+    else:
+        quoted = urllib.parse.quote(name, safe="")
+        environ = {"HTTP_CONTENT_DISPOSITION": f"attachment; filename*=UTF-8''{quoted}"}
+    before = target.snapshot()
+    response = target.client.post(
+        "/upload", data=b"x", headers=auth(target.token()), environ_overrides=environ
+    )
+    assert response.status_code == 400
+    assert "control characters" in response.text
     assert target.snapshot() == before
 
 
