@@ -246,7 +246,8 @@ class LocalDatabase:
         socket_path = str(self.socket_path)
         if kind == "mongod":
             # Only the socket: a --bind_ip of nothing but a socket path opens no TCP listener; the
-            # default socket (named after --port) goes to the same private folder.
+            # default socket (named after --port) goes to the same private folder. Untested here:
+            # tests/test_devdb.py runs FerretDB.
             args = [str(binary), "--dbpath", str(self.data_dir), "--bind_ip", socket_path,
                     "--unixSocketPrefix", str(self.socket_path.parent),
                     "--filePermissions", "0700", "--quiet"]  # fmt: skip
