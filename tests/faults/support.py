@@ -82,7 +82,10 @@ class PinnedDatabase(LocalDatabase):
         self.pid_file.unlink(missing_ok=True)
 
     def pause(self) -> None:
+        """SIGSTOP, and return once every thread of the server is stopped: kill() returns when the
+        signal is sent, and a thread running on another CPU can still answer a moment after."""
         os.kill(self.pid, signal.SIGSTOP)
+        wait_until(lambda: thread_states(self.pid) == {"T"}, 10, "the database to stop", 0.01)
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
@@ -283,6 +286,15 @@ def worker_serving(workers: list[int], server_port: int, client_port: int) -> in
                 if os.readlink(fd) == target:
                     return pid
     return None
+
+
+def thread_states(pid: int) -> set[str]:
+    """The scheduler states (R, S, T, ...) of every thread of ``pid``, from /proc."""
+    states = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            states.add((task / "stat").read_text().rpartition(")")[2].split()[0])
+    return states
 
 
 def is_gone(pid: int) -> bool:
