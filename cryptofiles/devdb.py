@@ -1,4 +1,4 @@
-"""The local database for development and tests: a real MongoDB-wire server on loopback.
+"""The local database for development and tests: a real MongoDB-wire server on a private Unix socket.
 
 Used only when ``MONGODB_URI`` is not set. In order of preference: ``mongod`` on PATH, else FerretDB
 1.24 on its embedded SQLite backend, built from source with Go by ``python -m cryptofiles.devdb ensure``
@@ -9,6 +9,12 @@ Why FerretDB is built from its module source and not with a bare ``go install ..
 binary panics at start-up ("Invalid build/version/version.txt file content"), because FerretDB 1.x
 reads its version from a file its release build generates (upstream issue FerretDB#2982). We fetch the
 same module through the Go module proxy, add that one file, as upstream's message says to, and build.
+
+The server is the owner's alone: it runs with umask 077 (data folder 0700, every file 0600; what an
+older run left is chmodded at start) and listens on a Unix socket in that 0700 folder, never on a TCP
+port. The server has no authentication, so a loopback port let any local user read or rewrite every
+record (a replaced password hash was a login as its owner); the folder's mode is now the access check.
+Root and processes of the same OS user can still read everything.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +41,10 @@ FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
 START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 10
+SOCKET_NAME = "server.sock"  # pymongo takes a host ending in .sock for a Unix socket path
+# sun_path holds 108 bytes with the closing NUL; a longer path cannot be bound or connected to.
+MAX_SOCKET_PATH_BYTES = 107
+PRIVATE_UMASK = 0o077  # what the server creates: folders 0700, files 0600
 
 NO_SERVER_MESSAGE = (
     "No MongoDB server is available. Any one of these fixes it:\n"
@@ -150,14 +164,47 @@ def _signal_and_wait(pid: int, sig: int, seconds: float) -> bool:
     return True
 
 
+def socket_uri(path: Path) -> str:
+    """The MongoDB URI of a Unix socket: its path percent-encoded as the host."""
+    return f"mongodb://{urllib.parse.quote(str(path), safe='')}/"
+
+
+def make_private(folder: Path) -> None:
+    """``folder`` and every folder below it 0700, every file 0600: what a run before this rule (or
+    with a looser umask) left behind is closed too. Links are not followed."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                path.chmod(0o700)
+            elif stat.S_ISREG(mode):
+                path.chmod(0o600)
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """An fd on ``path`` opened with ``flags``, created 0600 whatever our umask, and 0600 if older."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 class LocalDatabase:
-    """A database server process on a free loopback port, with its data in ``data_dir``."""
+    """A database server process on a Unix socket, with its data in ``data_dir``.
+
+    The socket is ``data_dir/server.sock`` when that path fits in a socket address, else a socket in
+    a private temporary folder (0700, made by ``tempfile.mkdtemp``) that this object keeps for its
+    whole life, so that a restart keeps the URI, and removes when it is collected or at exit.
+    """
 
     def __init__(self, data_dir: Path, *, tools: Path | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.tools = tools
         self.process: subprocess.Popen[bytes] | None = None
         self.uri = ""
+        self._socket_path: Path | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -167,50 +214,79 @@ class LocalDatabase:
     def log_file(self) -> Path:
         return self.data_dir / "server.log"
 
+    @property
+    def socket_path(self) -> Path:
+        if self._socket_path is None:
+            path = self.data_dir / SOCKET_NAME
+            if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+                # Deep temp folders of test runs overflow sun_path. mkdtemp's folder is 0700 and
+                # unpredictable, so no other user can have prepared it.
+                folder = Path(tempfile.mkdtemp(prefix="cryptofiles-db-"))
+                weakref.finalize(self, shutil.rmtree, folder, True)
+                path = folder / SOCKET_NAME
+            self._socket_path = path
+        return self._socket_path
+
     def start(self) -> str:
         kind, binary = find_server(self.tools)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.data_dir)
+        self.socket_path.parent.chmod(0o700)
         self._stop_leftover()
-        for _attempt in range(3):  # a free port can be taken between our probe and the bind
-            port = free_port()
-            self.process = self._spawn(kind, binary, port)
-            if self._wait_ready(port):
-                self.uri = f"mongodb://127.0.0.1:{port}/"
-                return self.uri
-            self.stop()
+        # A server killed with -9 leaves its socket file; binding over it would fail.
+        self.socket_path.unlink(missing_ok=True)
+        self.process = self._spawn(kind, binary)
+        if self._wait_ready():
+            self.uri = socket_uri(self.socket_path)
+            return self.uri
+        self.stop()
         tail = self.log_file.read_text(errors="replace")[-2000:]
         raise DatabaseStartError(f"{kind} did not start; end of {self.log_file}:\n{tail}")
 
-    def _spawn(self, kind: str, binary: Path, port: int) -> subprocess.Popen[bytes]:
+    def _spawn(self, kind: str, binary: Path) -> subprocess.Popen[bytes]:
+        socket_path = str(self.socket_path)
         if kind == "mongod":
-            args = [str(binary), "--dbpath", str(self.data_dir), "--bind_ip", "127.0.0.1",
-                    "--port", str(port), "--quiet"]  # fmt: skip
+            # Only the socket: a --bind_ip of nothing but a socket path opens no TCP listener; the
+            # default socket (named after --port) goes to the same private folder. Untested here:
+            # tests/test_devdb.py runs FerretDB.
+            args = [str(binary), "--dbpath", str(self.data_dir), "--bind_ip", socket_path,
+                    "--unixSocketPrefix", str(self.socket_path.parent),
+                    "--filePermissions", "0700", "--quiet"]  # fmt: skip
         else:
             args = [
                 str(binary),
                 "--handler=sqlite",
                 f"--sqlite-url=file:{self.data_dir}/",
                 f"--state-dir={self.data_dir}",
-                f"--listen-addr=127.0.0.1:{port}",
+                "--listen-addr=",  # no TCP listener at all
+                f"--listen-unix={socket_path}",
                 "--debug-addr=-",  # no debug HTTP listener
                 "--telemetry=disable",
                 "--log-level=warn",
             ]
-        with open(self.log_file, "ab") as log:
+        log = _private_file(self.log_file, os.O_WRONLY | os.O_APPEND)
+        try:
             process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent, umask=PRIVATE_UMASK,
             )  # fmt: skip
-        self.pid_file.write_text(str(process.pid))
+        finally:
+            os.close(log)
+        with os.fdopen(_private_file(self.pid_file, os.O_WRONLY | os.O_TRUNC), "w") as pid:
+            pid.write(str(process.pid))
         return process
 
-    def _wait_ready(self, port: int) -> bool:
+    def _wait_ready(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 return False
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            with (
+                contextlib.suppress(OSError),
+                socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe,
+            ):
+                probe.settimeout(0.5)
+                probe.connect(str(self.socket_path))
                 return True
             time.sleep(0.1)
         return False

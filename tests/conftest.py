@@ -1,7 +1,8 @@
 """Shared fixtures: a real database server for the session, a fresh database for every test.
 
 ``MONGODB_URI`` in the environment points the suite at a server you run; otherwise the suite starts
-its own (mongod or FerretDB, see ``cryptofiles.devdb``) on a free port with its data in a temp folder.
+its own (mongod or FerretDB, see ``cryptofiles.devdb``) on a private Unix socket with its data in a
+temp folder.
 """
 
 from __future__ import annotations

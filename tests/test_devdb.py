@@ -11,10 +11,12 @@ import io
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +69,25 @@ def ping(uri: str) -> float:
         return float(client.admin.command("ping")["ok"])
 
 
-def port_of(uri: str) -> int:
-    return int(uri.rstrip("/").rpartition(":")[2])
+def socket_of(uri: str) -> Path:
+    """The Unix socket path of a ``mongodb://%2F...sock/`` URI."""
+    host = uri.removeprefix("mongodb://").rstrip("/")
+    assert host.startswith("%2F") and host.endswith(".sock"), f"not a Unix socket URI: {uri}"
+    return Path(urllib.parse.unquote(host))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def modes_below(folder: Path) -> dict[str, int]:
+    """Mode of every folder and regular file below ``folder`` (sockets are checked on their own)."""
+    found = {}
+    for path in folder.rglob("*"):
+        kind = path.lstat().st_mode
+        if stat.S_ISDIR(kind) or stat.S_ISREG(kind):
+            found[str(path.relative_to(folder)) + ("/" if stat.S_ISDIR(kind) else "")] = mode(path)
+    return found
 
 
 def listening_addresses(pid: int) -> set[tuple[str, int]]:
@@ -262,8 +281,7 @@ def test_two_servers_run_at_once(
     first = databases(tmp_path / "one")
     second = databases(tmp_path / "two")
     first_uri, second_uri = first.start(), second.start()
-    assert first_uri.startswith("mongodb://127.0.0.1:")
-    assert port_of(first_uri) != port_of(second_uri)
+    assert socket_of(first_uri) != socket_of(second_uri)
     assert ping(first_uri) == 1.0
     assert ping(second_uri) == 1.0
     assert first.process is not None and second.process is not None
@@ -389,16 +407,148 @@ def test_stubborn_leftover_is_killed(
         stubborn.stdout.close()
 
 
-def test_listens_on_loopback_only(
-    databases: Callable[[Path], LocalDatabase], tmp_path: Path
-) -> None:
+# -- the database is the owner's alone (issue 9, item 9) ------------------------------------------
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The usual umask 022, whatever the test run's: files the server creates are then 0644 unless
+    the server's start-up makes them private itself."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_listens_on_no_tcp_port(databases: Callable[[Path], LocalDatabase], tmp_path: Path) -> None:
     database = databases(tmp_path / "db")
-    port = port_of(database.start())
+    uri = database.start()
     assert database.process is not None
-    assert listening_addresses(database.process.pid) == {("127.0.0.1", port)}
-    # Another loopback address of this host reaches nothing on that port.
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    # No TCP listener of any address: the server has no authentication, and anyone on the host
+    # can reach a loopback port.
+    assert listening_addresses(database.process.pid) == set()
+    # Its one way in is the Unix socket of the URI, which a client that knows it uses as is.
+    path = socket_of(uri)
+    assert stat.S_ISSOCK(path.lstat().st_mode)
+    assert ping(uri) == 1.0
+
+
+def test_data_dir_and_files_are_private(
+    databases: Callable[[Path], LocalDatabase], tmp_path: Path, loose_umask: None
+) -> None:
+    data_dir = tmp_path / "db"
+    database = databases(data_dir)
+
+    def write(uri: str, name: str) -> None:
+        with mongo(uri) as client:  # a new database is a new SQLite file (with WAL and shm)
+            client[name].things.insert_many([{"n": i, "pad": "x" * 1000} for i in range(200)])
+            client[name].things.create_index("n")
+
+    def check(uri: str, *databases: str) -> None:
+        assert mode(data_dir) == 0o700
+        below = modes_below(data_dir)
+        assert {"server.log", "server.pid", *(f"{d}.sqlite" for d in databases)} <= set(below)
+        wrong = {k: m for k, m in below.items() if m != (0o700 if k.endswith("/") else 0o600)}
+        assert wrong == {}
+        assert mode(socket_of(uri).parent) == 0o700
+
+    uri = database.start()
+    check(uri)
+    write(uri, "first")
+    check(uri, "first")
+    database.stop()
+
+    # What a run before this rule left: a 0755 folder of 0644 files. The next start closes them.
+    for path in data_dir.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    data_dir.chmod(0o755)
+    uri = database.start()
+    check(uri, "first")
+    write(uri, "second")
+    check(uri, "first", "second")
+
+
+def test_long_data_dir_gets_a_short_private_socket_folder(
+    ferretdb_tools: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / ("d" * 100) / "db"  # data_dir/server.sock overflows a socket address
+    database = LocalDatabase(data_dir, tools=ferretdb_tools)
+    try:
+        uri = database.start()
+        path = socket_of(uri)
+        assert len(os.fsencode(path)) <= devdb.MAX_SOCKET_PATH_BYTES
+        assert path.parent != data_dir
+        assert mode(path.parent) == 0o700 and path.parent.stat().st_uid == os.getuid()
+        assert ping(uri) == 1.0
+        database.stop()
+        assert database.start() == uri  # a restart in place keeps the address
+        assert ping(uri) == 1.0
+    finally:
+        database.stop()
+    folder = path.parent
+    del database  # the private folder goes with the object that made it
+    assert not folder.exists()
+
+
+OTHER_USER_SCRIPT = """
+import socket, sys, urllib.parse
+target, files = sys.argv[1], sys.argv[2:]
+if target.startswith("%2F"):
+    sock, address = socket.socket(socket.AF_UNIX), urllib.parse.unquote(target)
+else:
+    host, _, port = target.rpartition(":")
+    sock, address = socket.socket(), (host, int(port))
+try:
+    sock.connect(address)
+    print("connected")
+except OSError as exc:
+    print("connect refused:", type(exc).__name__)
+for name in files:
+    try:
+        open(name, "rb").close()
+        print("read", name)
+    except OSError as exc:
+        print("read refused:", type(exc).__name__)
+"""
+
+
+NOBODY = 65534
+
+
+def as_nobody(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def python_for_nobody() -> str:
+    """A Python interpreter that user nobody may run (ours may live under a private home)."""
+    candidates = [os.path.realpath(sys.executable), "/usr/local/bin/python3", "/usr/bin/python3"]
+    for candidate in candidates:
+        with contextlib.suppress(OSError):
+            if as_nobody([candidate, "-I", "-c", "pass"]).returncode == 0:
+                return candidate
+    pytest.skip("no Python interpreter that user nobody may run")
+
+
+def test_another_local_user_can_neither_connect_nor_read(
+    databases: Callable[[Path], LocalDatabase], tmp_path: Path, loose_umask: None
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("acting as another user needs root; the mode tests above hold the same rule")
+    tmp_path.chmod(0o755)  # the way to the data dir is open, as the project folder's is
+    data_dir = tmp_path / "db"
+    database = databases(data_dir)
+    uri = database.start()
+    with mongo(uri) as client:
+        client.victim.users.insert_one({"_id": "alice", "hash": "scrypt:..."})
+    files = [str(p) for p in data_dir.rglob("*") if p.is_file()]
+    target = uri.removeprefix("mongodb://").rstrip("/")
+    result = as_nobody([python_for_nobody(), "-I", "-c", OTHER_USER_SCRIPT, target, *files])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "connect refused: PermissionError", result.stdout
+    assert lines[1:] == ["read refused: PermissionError"] * len(files), result.stdout
 
 
 PARENT_SCRIPT = """

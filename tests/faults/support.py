@@ -1,7 +1,8 @@
 """Tools for fault-injection tests: a database we can kill, pause and restart in place, the processes
 of a running launcher, and a small HTTP client that never hangs.
 
-Everything talks to loopback only, and every wait is bounded in time.
+Everything talks to loopback (HTTP) or the database's private Unix socket only, and every wait is
+bounded in time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pymongo
 from cryptofiles.auth import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
-from cryptofiles.devdb import LocalDatabase, find_server, free_port
+from cryptofiles.devdb import LocalDatabase, free_port, make_private, socket_uri
 from cryptofiles.files import STALE_UPLOAD, FileService
 from cryptofiles.storage import Storage
 
@@ -41,11 +42,12 @@ PASSWORD = "password1"
 MiB = 1 << 20
 
 
-# -- a database that keeps its port ---------------------------------------------------------------
+# -- a database that keeps its address -------------------------------------------------------------
 
 
 class PinnedDatabase(LocalDatabase):
-    """``LocalDatabase`` on one fixed port, so that it can be killed and restarted in place.
+    """``LocalDatabase`` that can be killed, paused and restarted in place: its Unix socket (and so
+    its URI) stays the same across restarts, as the app under test keeps the URI it was given.
 
     Start and restart it from the test's main thread only: the server gets PR_SET_PDEATHSIG, which
     fires when the *thread* that started it ends.
@@ -53,8 +55,7 @@ class PinnedDatabase(LocalDatabase):
 
     def __init__(self, data_dir: Path, *, log_dir: Path | None = None) -> None:
         super().__init__(data_dir, tools=TOOLS)
-        self.port = free_port()
-        self.uri = f"mongodb://127.0.0.1:{self.port}/"
+        self.uri = socket_uri(self.socket_path)
         self._log_dir = (log_dir or data_dir).resolve()
 
     @property
@@ -62,19 +63,10 @@ class PinnedDatabase(LocalDatabase):
         return self._log_dir / "server.log"
 
     def start(self) -> str:
-        kind, binary = find_server(self.tools)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        self._stop_leftover()
-        deadline = time.monotonic() + 15  # the port may linger a moment after a kill
-        while True:
-            self.process = self._spawn(kind, binary, self.port)
-            if self._wait_ready(self.port):
-                return self.uri
-            self.stop()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{kind} did not restart:\n{self.log_tail()}")
-            time.sleep(0.5)
+        make_private(self._log_dir)
+        uri = super().start()
+        assert uri == self.uri, "a restart in place changed the address"
+        return uri
 
     @property
     def pid(self) -> int:
@@ -90,7 +82,10 @@ class PinnedDatabase(LocalDatabase):
         self.pid_file.unlink(missing_ok=True)
 
     def pause(self) -> None:
+        """SIGSTOP, and return once every thread of the server is stopped: kill() returns when the
+        signal is sent, and a thread running on another CPU can still answer a moment after."""
         os.kill(self.pid, signal.SIGSTOP)
+        wait_until(lambda: thread_states(self.pid) == {"T"}, 10, "the database to stop", 0.01)
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
@@ -291,6 +286,15 @@ def worker_serving(workers: list[int], server_port: int, client_port: int) -> in
                 if os.readlink(fd) == target:
                     return pid
     return None
+
+
+def thread_states(pid: int) -> set[str]:
+    """The scheduler states (R, S, T, ...) of every thread of ``pid``, from /proc."""
+    states = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            states.add((task / "stat").read_text().rpartition(")")[2].split()[0])
+    return states
 
 
 def is_gone(pid: int) -> bool:
