@@ -48,7 +48,11 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     storage.ensure_indexes()
     authenticator = Authenticator(
         storage,
-        PasswordHasher(settings.password_hash, settings.password_hash_concurrency),
+        PasswordHasher(
+            settings.password_hash,
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+        ),
         TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
         clock,
     )

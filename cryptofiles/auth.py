@@ -37,13 +37,17 @@ PASSWORD_RULE = f"at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASS
 JWT_ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
 
-# A burst of logins must queue rather than allocate 32 MiB of scrypt memory each; a request that
-# cannot get a slot in this time is answered 503 instead of waiting forever.
-HASH_SLOT_WAIT_SECONDS = 15
+# A burst of password checks must neither allocate 32 MiB of scrypt memory each nor hold every
+# worker thread: at most `concurrency` hashes run, at most `queue` requests wait for a slot, each
+# for at most this long (a few hashes' time); anyone beyond that is answered 503 at once.
+HASH_SLOT_WAIT_SECONDS = 2.0
+# Waiting requests per running hash when PASSWORD_HASH_QUEUE is not set.
+DEFAULT_QUEUE_PER_SLOT = 4
 
 EXTENSION_KEY = "cryptofiles.auth"
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -81,33 +85,51 @@ def check_password(password: str) -> None:
 
 
 class PasswordHasher:
-    """werkzeug scrypt hashing with a bounded number of hashes in flight per process."""
+    """werkzeug scrypt hashing with a bounded number of hashes in flight and waiting per process."""
 
-    def __init__(self, method: str, concurrency: int) -> None:
+    def __init__(self, method: str, concurrency: int, queue: int | None = None) -> None:
         self._slots = threading.BoundedSemaphore(concurrency)
+        self._queue = DEFAULT_QUEUE_PER_SLOT * concurrency if queue is None else queue
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         # Verifying against this hash when the user does not exist makes a login for an unknown name
         # cost exactly what a wrong password costs, so timing does not reveal which names exist.
-        self._dummy_hash = generate_password_hash(secrets.token_urlsafe(16), method)
+        self._dummy_hash = self._run(generate_password_hash, secrets.token_urlsafe(16), method)
         # The method as werkzeug writes it into hashes ("scrypt:016384:8:1" becomes
         # "scrypt:16384:8:1"), so that needs_rehash compares like with like.
         self.method = self._dummy_hash.split("$", 1)[0]
 
     def hash(self, password: str) -> str:
         with self._slot():
-            return generate_password_hash(password, self.method)
+            return self._run(generate_password_hash, password, self.method)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
         with self._slot():
-            matches = check_password_hash(stored_hash or self._dummy_hash, password)
+            matches = self._run(check_password_hash, stored_hash or self._dummy_hash, password)
         return matches and stored_hash is not None
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return not stored_hash.startswith(self.method + "$")
 
+    def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Every hash computation goes through here: the one place that decides where it runs."""
+        return function(*args)
+
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
-        if not self._slots.acquire(timeout=HASH_SLOT_WAIT_SECONDS):
-            raise Busy("The server is busy; try again shortly.")
+        if not self._slots.acquire(blocking=False):
+            with self._waiting_lock:
+                if self._waiting >= self._queue:
+                    # Waiting would only hold this worker thread too: say so at once.
+                    raise Busy("The server is busy; try again shortly.")
+                self._waiting += 1
+            try:
+                acquired = self._slots.acquire(timeout=HASH_SLOT_WAIT_SECONDS)
+            finally:
+                with self._waiting_lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise Busy("The server is busy; try again shortly.")
         try:
             yield
         finally:

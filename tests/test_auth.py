@@ -506,7 +506,7 @@ class Gauge:
 
 @pytest.mark.parametrize("concurrency", [1, 2, 3])
 def test_hashes_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch, concurrency: int) -> None:
-    hasher = PasswordHasher(CHEAP_HASH, concurrency=concurrency)
+    hasher = PasswordHasher(CHEAP_HASH, concurrency=concurrency, queue=8)  # everyone may wait
     stored = hasher.hash(PASSWORD)
     gauge = Gauge()
     monkeypatch.setattr(auth, "generate_password_hash", gauge.wrap(generate_password_hash))
@@ -518,6 +518,36 @@ def test_hashes_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch, concurren
     assert gauge.calls == len(jobs)
     assert gauge.peak == concurrency
     assert results[4:] == [True, False, True, False]
+
+
+def test_a_burst_beyond_the_queue_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 wrong passwords at once against 2 slots and 4 places to wait, each check slow: the 10
+    that find no place are refused at once instead of holding their threads for seconds."""
+    hasher = PasswordHasher(CHEAP_HASH, concurrency=2, queue=4)
+    stored = hasher.hash(PASSWORD)
+    gauge = Gauge(hold_seconds=0.3)
+    monkeypatch.setattr(auth, "check_password_hash", gauge.wrap(check_password_hash))
+    monkeypatch.setattr(auth, "HASH_SLOT_WAIT_SECONDS", 1.0)
+    start = threading.Barrier(16)
+
+    def attempt() -> tuple[str, float]:
+        start.wait()
+        started = time.perf_counter()
+        try:
+            outcome = "wrong" if not hasher.verify(stored, "not the password") else "right"
+        except Busy:
+            outcome = "busy"
+        return outcome, time.perf_counter() - started
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: attempt(), range(16)))
+    refused_at_once = [spent for outcome, spent in results if outcome == "busy" and spent < 0.2]
+    # 2 run and 4 wait; a slow thread start may let one more in, never the whole burst.
+    assert len(refused_at_once) >= 8, results
+    assert {outcome for outcome, _ in results} <= {"wrong", "busy"}
+    assert gauge.peak <= 2
+    # No one waits longer than the bound (plus its own check and a busy machine's slack).
+    assert max(spent for _, spent in results) < 1.0 + 0.3 + 1.0, results
 
 
 @dataclass
@@ -605,4 +635,20 @@ def test_busy_is_503_with_retry_after(
         )
         assert response.status_code == 503
         assert db.users.count_documents({"name": "User2"}) == 0
+    assert login(client, "User1", PASSWORD).status_code == 200
+
+
+def test_busy_beyond_the_queue_is_503_at_once_while_other_routes_answer(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy_app = make_app(PASSWORD_HASH_CONCURRENCY="1", PASSWORD_HASH_QUEUE="0")
+    client = busy_app.test_client()
+    Accounts(client).register("User1")
+    with SlotHolder(authenticator_of(busy_app).hasher, monkeypatch):
+        started = time.perf_counter()
+        response = login(client, "User1", PASSWORD)
+        assert time.perf_counter() - started < 0.5  # no place to wait: answered at once
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) > 0
+        assert client.get("/healthz").status_code == 200
     assert login(client, "User1", PASSWORD).status_code == 200
