@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
             settings.password_hash,
             settings.password_hash_concurrency,
             settings.password_hash_queue,
+            # Every check costs one hash per method in use (see PasswordHasher.verify).
+            methods_in_use=storage.password_hash_methods(),
         ),
         TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
         clock,

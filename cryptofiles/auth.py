@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import re
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -45,6 +46,8 @@ HASH_SLOT_WAIT_SECONDS = 2.0
 DEFAULT_QUEUE_PER_SLOT = 4
 
 EXTENSION_KEY = "cryptofiles.auth"
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _T = TypeVar("_T")
@@ -87,26 +90,69 @@ def check_password(password: str) -> None:
 class PasswordHasher:
     """werkzeug scrypt hashing with a bounded number of hashes in flight and waiting per process."""
 
-    def __init__(self, method: str, concurrency: int, queue: int | None = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        concurrency: int,
+        queue: int | None = None,
+        methods_in_use: Iterable[str] = (),
+    ) -> None:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._queue = DEFAULT_QUEUE_PER_SLOT * concurrency if queue is None else queue
         self._waiting = 0
         self._waiting_lock = threading.Lock()
-        # Verifying against this hash when the user does not exist makes a login for an unknown name
-        # cost exactly what a wrong password costs, so timing does not reveal which names exist.
-        self._dummy_hash = self._run(generate_password_hash, secrets.token_urlsafe(16), method)
+        # A dummy hash per method in use ("scrypt:16384:8:1", as hashes carry it): see verify().
+        self._dummies: dict[str, str] = {}
+        self._dummies_lock = threading.Lock()
         # The method as werkzeug writes it into hashes ("scrypt:016384:8:1" becomes
         # "scrypt:16384:8:1"), so that needs_rehash compares like with like.
-        self.method = self._dummy_hash.split("$", 1)[0]
+        self.method = self._add_method(method)
+        for stored_method in methods_in_use:
+            try:
+                self._add_method(stored_method)
+            except ValueError:
+                # Not a method werkzeug knows (a hand-edited hash): such a hash never verifies.
+                log.warning("ignoring unusable password hash method %r", clip(stored_method))
 
     def hash(self, password: str) -> str:
         with self._slot():
             return self._run(generate_password_hash, password, self.method)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``stored_hash`` (None: no such user, always False).
+
+        Every check computes one hash per method in use: the stored hash's own method against the
+        stored hash, every other method against its dummy hash (an unknown user: dummies only).
+        So every check costs the same sum, whoever it is for: a user whose hash still has an
+        older, dearer cost takes as long as a name that does not exist. (A dummy of the dearest
+        method alone would leave users of cheaper methods faster than unknown names.) Methods
+        only join the set: it is read from the stored hashes at start-up, plus any met later
+        (another instance's cost), and lasts until restart.
+        """
+        own_method = stored_hash.split("$", 1)[0] if stored_hash else None
         with self._slot():
-            matches = self._run(check_password_hash, stored_hash or self._dummy_hash, password)
-        return matches and stored_hash is not None
+            if own_method is not None and own_method not in self._dummies:
+                own_method = self._add_method(own_method)
+            with self._dummies_lock:
+                dummies = list(self._dummies.items())
+            matches = False
+            for method, dummy in dummies:
+                if method == own_method:
+                    matches = self._run(check_password_hash, stored_hash, password)
+                else:
+                    self._run(check_password_hash, dummy, password)
+        return matches
+
+    def _add_method(self, method: str) -> str:
+        """Make a dummy hash for ``method`` if there is none; the method as werkzeug writes it.
+
+        Raises ValueError for a method werkzeug does not know.
+        """
+        dummy = self._run(generate_password_hash, secrets.token_urlsafe(16), method)
+        method = dummy.split("$", 1)[0]
+        with self._dummies_lock:
+            self._dummies.setdefault(method, dummy)
+        return method
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return not stored_hash.startswith(self.method + "$")

@@ -217,6 +217,12 @@ class Storage:
             doc = self.users.find_one({"_id": public_id})
         return User.from_doc(doc) if doc else None
 
+    def password_hash_methods(self) -> set[str]:
+        """The methods of the stored password hashes ("scrypt:16384:8:1"): a full scan, for start-up."""
+        with _mapped_errors():
+            cursor = self.users.find({}, {"password_hash": 1}, batch_size=1000)
+            return {doc["password_hash"].split("$", 1)[0] for doc in cursor}
+
     def set_password_hash(self, public_id: str, password_hash: str) -> None:
         """Replace the hash of the same password (a cost upgrade): tokens stay valid."""
         with _mapped_errors():

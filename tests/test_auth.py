@@ -429,6 +429,70 @@ def test_unknown_user_costs_as_much_as_a_wrong_password(
     )
 
 
+def methods_checked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The method of every hash that check_password_hash computes from now on, in order."""
+    seen: list[str] = []
+
+    def recording(pwhash: str, password: str) -> bool:
+        seen.append(pwhash.split("$", 1)[0])
+        return check_password_hash(pwhash, password)
+
+    monkeypatch.setattr(auth, "check_password_hash", recording)
+    return seen
+
+
+LOGINS = {
+    "known-wrong": ("User1", "not the password"),
+    "unknown": ("Nobody", "not the password"),
+    "known-right": ("User1", PASSWORD),
+}
+
+
+def test_every_check_computes_one_hash_per_method_in_use(
+    accounts: Accounts, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a cost change, a login of any kind verifies with the old and the new method."""
+    accounts.register("User1")  # at TEST_PASSWORD_HASH; the new instance reads it at start-up
+    client = make_app(PASSWORD_HASH=CHEAP_HASH).test_client()
+    seen = methods_checked(monkeypatch)
+    methods = {}
+    for label, (name, password) in LOGINS.items():
+        seen.clear()
+        login(client, name, password)
+        methods[label] = sorted(seen)
+    assert methods == {label: sorted([CHEAP_HASH, TEST_PASSWORD_HASH]) for label in LOGINS}
+
+
+def test_a_method_met_later_joins_every_check(
+    accounts: Accounts, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_app(PASSWORD_HASH=CHEAP_HASH).test_client()  # started before any hash existed
+    accounts.register("User1")  # by the other instance, at TEST_PASSWORD_HASH
+    seen = methods_checked(monkeypatch)
+    assert login(client, "User1", "not the password").status_code == 401
+    seen.clear()
+    login(client, "Nobody", "not the password")
+    assert sorted(seen) == sorted([CHEAP_HASH, TEST_PASSWORD_HASH])
+
+
+def test_an_unusable_stored_method_does_not_stop_the_start() -> None:
+    """A hand-edited hash in the database must not keep the service from starting."""
+    hasher = PasswordHasher(CHEAP_HASH, concurrency=1, methods_in_use=["md5", TEST_PASSWORD_HASH])
+    assert hasher.verify(None, PASSWORD) is False
+
+
+def test_unknown_user_costs_as_much_as_a_user_of_a_dearer_older_cost(
+    accounts: Accounts, make_app: Callable[..., Flask]
+) -> None:
+    """The attack pass: hashes of an older, 16 times dearer cost stored, a cheap cost configured."""
+    accounts.register("User1")  # scrypt:16384:8:1
+    client = make_app(PASSWORD_HASH=CHEAP_HASH).test_client()  # scrypt:1024:8:1
+    assert_similar_cost(
+        lambda: login(client, "Nobody", "not the password"),
+        lambda: login(client, "User1", "not the password"),
+    )
+
+
 def test_default_cost_is_owasp_scrypt() -> None:
     method, n, r, p = DEFAULT_PASSWORD_HASH.split(":")
     assert method == "scrypt"
