@@ -257,8 +257,11 @@ class Authenticator:
         assert user is not None  # verify() is False without a stored hash
         if self.hasher.needs_rehash(user.password_hash):
             # The configured cost changed since this hash was made: upgrade it while we hold the
-            # plaintext, the only moment we can.
-            self.storage.set_password_hash(user.public_id, self.hasher.hash(password))
+            # plaintext, the only moment we can. If the password changed since we verified it,
+            # the write does not happen, and the token below carries the old generation: refused.
+            self.storage.set_password_hash(
+                user.public_id, user.password_hash, self.hasher.hash(password)
+            )
         return self.tokens.issue(user.public_id, user.token_generation)
 
     def verify_password(self, user: User, password: str) -> None:

@@ -223,10 +223,18 @@ class Storage:
             cursor = self.users.find({}, {"password_hash": 1}, batch_size=1000)
             return {doc["password_hash"].split("$", 1)[0] for doc in cursor}
 
-    def set_password_hash(self, public_id: str, password_hash: str) -> None:
-        """Replace the hash of the same password (a cost upgrade): tokens stay valid."""
+    def set_password_hash(self, public_id: str, verified_hash: str, password_hash: str) -> bool:
+        """Replace the hash of the same password (a cost upgrade): tokens stay valid.
+
+        Only if the stored hash is still ``verified_hash`` (compare-and-set): a password change
+        that landed since the login verified the old one must not be overwritten by it.
+        """
         with _mapped_errors():
-            self.users.update_one({"_id": public_id}, {"$set": {"password_hash": password_hash}})
+            result = self.users.update_one(
+                {"_id": public_id, "password_hash": verified_hash},
+                {"$set": {"password_hash": password_hash}},
+            )
+        return result.modified_count == 1
 
     # -- files ---------------------------------------------------------------------------------
 

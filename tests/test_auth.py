@@ -539,6 +539,33 @@ def test_login_rehashes_when_the_cost_changed(
     assert login(stronger, "User1", "not the password").status_code == 401
 
 
+def test_a_rehash_never_undoes_a_password_change(
+    accounts: Accounts, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of the attack pass, made deterministic: the password change lands between the
+    login's verify (old password, old cost) and its re-hash write."""
+    accounts.register("User1")
+    cheaper = make_app(PASSWORD_HASH=CHEAP_HASH)  # another cost: a login re-hashes
+    authenticator = authenticator_of(cheaper)
+    user = authenticator.storage.user_by_name("User1")
+    assert user is not None
+    new_password = "a brand new password"
+    real_hash = authenticator.hasher.hash
+
+    def change_then_hash(password: str) -> str:
+        authenticator.storage.change_password(user.public_id, real_hash(new_password))
+        return real_hash(password)
+
+    client = cheaper.test_client()
+    with monkeypatch.context() as patch:
+        patch.setattr(authenticator.hasher, "hash", change_then_hash)
+        raced = login(client, "User1", PASSWORD)
+    if raced.status_code == 200:  # a token from before the change is dead like all the others
+        assert whoami(client, raced.text).status_code == 401
+    assert login(client, "User1", PASSWORD).status_code == 401
+    assert login(client, "User1", new_password).status_code == 200
+
+
 # -- how many hashes run at once ------------------------------------------------------------------
 
 
