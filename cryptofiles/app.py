@@ -28,7 +28,13 @@ from cryptofiles.inputs import credentials, text_field
 from cryptofiles.logs import configure_logging, init_request_logging
 from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
 from cryptofiles.metrics import Metrics, init_metrics
-from cryptofiles.ratelimit import client_address, create_limiter, current_user, limited, login_name
+from cryptofiles.ratelimit import (
+    client_address,
+    create_limiter,
+    current_user,
+    limited,
+    password_checked,
+)
 from cryptofiles.storage import FileRecord, Storage
 
 
@@ -114,8 +120,7 @@ def register_routes(app: Flask) -> None:
         )
 
     @app.get("/login")
-    @limited(app, settings.rate_limit_login_name, login_name, "login-name")
-    @limited(app, settings.rate_limit_login_address, client_address, "login-address")
+    @password_checked(app)
     def login() -> Response:
         name, password = credentials("User_Name", "User_Password")
         issued = _authenticator().login(name, password)
@@ -146,6 +151,7 @@ def register_routes(app: Flask) -> None:
 
     @app.put("/account/password")
     @token_required
+    @password_checked(app)
     def change_password() -> Response:
         current, new = credentials("User_Password", "New_User_Password")
         _authenticator().change_password(g.principal, current, new)
@@ -153,6 +159,7 @@ def register_routes(app: Flask) -> None:
 
     @app.delete("/account")
     @token_required
+    @password_checked(app)
     def delete_account() -> Response:
         (password,) = credentials("User_Password")
         user = g.principal.user

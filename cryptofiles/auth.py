@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import jwt
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cryptofiles.logs import clip, security_event
@@ -46,6 +46,10 @@ HASH_SLOT_WAIT_SECONDS = 2.0
 DEFAULT_QUEUE_PER_SLOT = 4
 
 EXTENSION_KEY = "cryptofiles.auth"
+# Set on flask.g by ratelimit.password_checked, the decorator of every route that checks a password.
+# A check in a request without it is a route that forgot the login budget: an unlimited guessing
+# oracle. It is refused (a 500), so that the route's first test shows the omission.
+LOGIN_BUDGET_FLAG = "login_budget_applies"
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +255,7 @@ class Authenticator:
         if len(password.encode()) > MAX_PASSWORD_BYTES:
             raise InvalidAccountData(f"Password must be {PASSWORD_RULE}.")
         user = self.storage.user_by_name(name) if NAME_RE.fullmatch(name) else None
-        if not self.hasher.verify(user.password_hash if user else None, password):
+        if not self._check(user.password_hash if user else None, password):
             security_event("login.failed", user_name=clip(name), known_user=user is not None)
             raise InvalidCredentials("Wrong user name or password.")
         assert user is not None  # verify() is False without a stored hash
@@ -266,9 +270,14 @@ class Authenticator:
 
     def verify_password(self, user: User, password: str) -> None:
         """Re-authentication before a sensitive change: the current password must match."""
-        if not self.hasher.verify(user.password_hash, password):
+        if not self._check(user.password_hash, password):
             security_event("password.confirmation_failed")
             raise InvalidCredentials("Wrong password.")
+
+    def _check(self, stored_hash: str | None, password: str) -> bool:
+        if has_request_context() and not g.get(LOGIN_BUDGET_FLAG):
+            raise RuntimeError("this route checks a password without ratelimit.password_checked")
+        return self.hasher.verify(stored_hash, password)
 
     def change_password(self, principal: Principal, current: str, new: str) -> None:
         self.verify_password(principal.user, current)

@@ -491,6 +491,14 @@ class Storage:
                     return amount
         raise DatabaseUnavailable("rate counter contention")
 
+    def counter_give_back(self, key: str, now: datetime) -> None:
+        """Take one back from a live window (a request that did not use what it counted)."""
+        with _mapped_errors():
+            self.rate_counters.update_one(
+                {"_id": key, "expire_at": {"$gt": now}, "count": {"$gt": 0}},
+                {"$inc": {"count": -1}},
+            )
+
     def counter_get(self, key: str, now: datetime) -> tuple[int, datetime | None]:
         """``(count, window end)`` of a live window, ``(0, None)`` when there is none."""
         with _mapped_errors():
