@@ -29,7 +29,13 @@ from cryptofiles.inputs import credentials, int_arg, text_field
 from cryptofiles.logs import configure_logging, init_request_logging
 from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
 from cryptofiles.metrics import Metrics, init_metrics
-from cryptofiles.ratelimit import client_address, create_limiter, current_user, limited, login_name
+from cryptofiles.ratelimit import (
+    client_address,
+    create_limiter,
+    current_user,
+    limited,
+    password_checked,
+)
 from cryptofiles.storage import FileRecord, Storage
 
 
@@ -49,7 +55,13 @@ def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utc
     storage.ensure_indexes()
     authenticator = Authenticator(
         storage,
-        PasswordHasher(settings.password_hash, settings.password_hash_concurrency),
+        PasswordHasher(
+            settings.password_hash,
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+            # Every check costs one hash per method in use (see PasswordHasher.verify).
+            methods_in_use=storage.password_hash_methods(),
+        ),
         TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
         clock,
     )
@@ -110,8 +122,7 @@ def register_routes(app: Flask) -> None:
         )
 
     @app.get("/login")
-    @limited(app, settings.rate_limit_login_name, login_name, "login-name")
-    @limited(app, settings.rate_limit_login_address, client_address, "login-address")
+    @password_checked(app)
     def login() -> Response:
         name, password = credentials("User_Name", "User_Password")
         issued = _authenticator().login(name, password)
@@ -142,6 +153,7 @@ def register_routes(app: Flask) -> None:
 
     @app.put("/account/password")
     @token_required
+    @password_checked(app)
     def change_password() -> Response:
         current, new = credentials("User_Password", "New_User_Password")
         _authenticator().change_password(g.principal, current, new)
@@ -149,6 +161,7 @@ def register_routes(app: Flask) -> None:
 
     @app.delete("/account")
     @token_required
+    @password_checked(app)
     def delete_account() -> Response:
         (password,) = credentials("User_Password")
         user = g.principal.user

@@ -9,18 +9,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import re
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import jwt
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from cryptofiles import blocking
 from cryptofiles.logs import clip, security_event
 from cryptofiles.storage import Storage, User
 
@@ -37,13 +39,23 @@ PASSWORD_RULE = f"at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASS
 JWT_ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
 
-# A burst of logins must queue rather than allocate 32 MiB of scrypt memory each; a request that
-# cannot get a slot in this time is answered 503 instead of waiting forever.
-HASH_SLOT_WAIT_SECONDS = 15
+# A burst of password checks must neither allocate 32 MiB of scrypt memory each nor hold every
+# worker thread: at most `concurrency` hashes run, at most `queue` requests wait for a slot, each
+# for at most this long (a few hashes' time); anyone beyond that is answered 503 at once.
+HASH_SLOT_WAIT_SECONDS = 2.0
+# Waiting requests per running hash when PASSWORD_HASH_QUEUE is not set.
+DEFAULT_QUEUE_PER_SLOT = 4
 
 EXTENSION_KEY = "cryptofiles.auth"
+# Set on flask.g by ratelimit.password_checked, the decorator of every route that checks a password.
+# A check in a request without it is a route that forgot the login budget: an unlimited guessing
+# oracle. It is refused (a 500), so that the route's first test shows the omission.
+LOGIN_BUDGET_FLAG = "login_budget_applies"
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -81,33 +93,94 @@ def check_password(password: str) -> None:
 
 
 class PasswordHasher:
-    """werkzeug scrypt hashing with a bounded number of hashes in flight per process."""
+    """werkzeug scrypt hashing with a bounded number of hashes in flight and waiting per process."""
 
-    def __init__(self, method: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        method: str,
+        concurrency: int,
+        queue: int | None = None,
+        methods_in_use: Iterable[str] = (),
+    ) -> None:
         self._slots = threading.BoundedSemaphore(concurrency)
-        # Verifying against this hash when the user does not exist makes a login for an unknown name
-        # cost exactly what a wrong password costs, so timing does not reveal which names exist.
-        self._dummy_hash = generate_password_hash(secrets.token_urlsafe(16), method)
+        self._queue = DEFAULT_QUEUE_PER_SLOT * concurrency if queue is None else queue
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        # A dummy hash per method in use ("scrypt:16384:8:1", as hashes carry it): see verify().
+        self._dummies: dict[str, str] = {}
+        self._dummies_lock = threading.Lock()
         # The method as werkzeug writes it into hashes ("scrypt:016384:8:1" becomes
         # "scrypt:16384:8:1"), so that needs_rehash compares like with like.
-        self.method = self._dummy_hash.split("$", 1)[0]
+        self.method = self._add_method(method)
+        for stored_method in methods_in_use:
+            try:
+                self._add_method(stored_method)
+            except ValueError:
+                # Not a method werkzeug knows (a hand-edited hash): such a hash never verifies.
+                log.warning("ignoring unusable password hash method %r", clip(stored_method))
 
     def hash(self, password: str) -> str:
         with self._slot():
-            return generate_password_hash(password, self.method)
+            return self._run(generate_password_hash, password, self.method)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``stored_hash`` (None: no such user, always False).
+
+        Every check computes one hash per method in use: the stored hash's own method against the
+        stored hash, every other method against its dummy hash (an unknown user: dummies only).
+        So every check costs the same sum, whoever it is for: a user whose hash still has an
+        older, dearer cost takes as long as a name that does not exist. (A dummy of the dearest
+        method alone would leave users of cheaper methods faster than unknown names.) Methods
+        only join the set: it is read from the stored hashes at start-up, plus any met later
+        (another instance's cost), and lasts until restart.
+        """
+        own_method = stored_hash.split("$", 1)[0] if stored_hash else None
         with self._slot():
-            matches = check_password_hash(stored_hash or self._dummy_hash, password)
-        return matches and stored_hash is not None
+            if own_method is not None and own_method not in self._dummies:
+                own_method = self._add_method(own_method)
+            with self._dummies_lock:
+                dummies = list(self._dummies.items())
+            matches = False
+            for method, dummy in dummies:
+                if method == own_method:
+                    matches = self._run(check_password_hash, stored_hash, password)
+                else:
+                    self._run(check_password_hash, dummy, password)
+        return matches
+
+    def _add_method(self, method: str) -> str:
+        """Make a dummy hash for ``method`` if there is none; the method as werkzeug writes it.
+
+        Raises ValueError for a method werkzeug does not know.
+        """
+        dummy = self._run(generate_password_hash, secrets.token_urlsafe(16), method)
+        method = dummy.split("$", 1)[0]
+        with self._dummies_lock:
+            self._dummies.setdefault(method, dummy)
+        return method
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return not stored_hash.startswith(self.method + "$")
 
+    def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Every hash computation goes through here: off the event loop under gevent."""
+        return blocking.run(function, *args)
+
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
-        if not self._slots.acquire(timeout=HASH_SLOT_WAIT_SECONDS):
-            raise Busy("The server is busy; try again shortly.")
+        if not self._slots.acquire(blocking=False):
+            with self._waiting_lock:
+                if self._waiting >= self._queue:
+                    # Waiting would only hold this worker thread too: say so at once.
+                    raise Busy("The server is busy; try again shortly.")
+                self._waiting += 1
+            try:
+                acquired = self._slots.acquire(timeout=HASH_SLOT_WAIT_SECONDS)
+            finally:
+                with self._waiting_lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise Busy("The server is busy; try again shortly.")
         try:
             yield
         finally:
@@ -183,21 +256,29 @@ class Authenticator:
         if len(password.encode()) > MAX_PASSWORD_BYTES:
             raise InvalidAccountData(f"Password must be {PASSWORD_RULE}.")
         user = self.storage.user_by_name(name) if NAME_RE.fullmatch(name) else None
-        if not self.hasher.verify(user.password_hash if user else None, password):
+        if not self._check(user.password_hash if user else None, password):
             security_event("login.failed", user_name=clip(name), known_user=user is not None)
             raise InvalidCredentials("Wrong user name or password.")
         assert user is not None  # verify() is False without a stored hash
         if self.hasher.needs_rehash(user.password_hash):
             # The configured cost changed since this hash was made: upgrade it while we hold the
-            # plaintext, the only moment we can.
-            self.storage.set_password_hash(user.public_id, self.hasher.hash(password))
+            # plaintext, the only moment we can. If the password changed since we verified it,
+            # the write does not happen, and the token below carries the old generation: refused.
+            self.storage.set_password_hash(
+                user.public_id, user.password_hash, self.hasher.hash(password)
+            )
         return self.tokens.issue(user.public_id, user.token_generation)
 
     def verify_password(self, user: User, password: str) -> None:
         """Re-authentication before a sensitive change: the current password must match."""
-        if not self.hasher.verify(user.password_hash, password):
+        if not self._check(user.password_hash, password):
             security_event("password.confirmation_failed")
             raise InvalidCredentials("Wrong password.")
+
+    def _check(self, stored_hash: str | None, password: str) -> bool:
+        if has_request_context() and not g.get(LOGIN_BUDGET_FLAG):
+            raise RuntimeError("this route checks a password without ratelimit.password_checked")
+        return self.hasher.verify(stored_hash, password)
 
     def change_password(self, principal: Principal, current: str, new: str) -> None:
         self.verify_password(principal.user, current)

@@ -72,6 +72,8 @@ class Settings:
     max_upload_bytes: int = 10 * GiB
     password_hash: str = DEFAULT_PASSWORD_HASH
     password_hash_concurrency: int = 2
+    # Password checks that may wait for a hashing slot; None: 4 per slot (auth.DEFAULT_QUEUE_PER_SLOT).
+    password_hash_queue: int | None = None
     mongodb_timeout_ms: int = 5000
     mongodb_write_concern: str | int = "majority"
     web_workers: int = 2
@@ -103,6 +105,8 @@ class Settings:
         _check_scrypt_cost(self.password_hash)
         if self.password_hash_concurrency < 1:
             raise ConfigError("PASSWORD_HASH_CONCURRENCY must be at least 1")
+        if self.password_hash_queue is not None and self.password_hash_queue < 0:
+            raise ConfigError("PASSWORD_HASH_QUEUE must be 0 or more")
         if self.mongodb_write_concern != "majority" and not (
             isinstance(self.mongodb_write_concern, int) and self.mongodb_write_concern >= 1
         ):
@@ -171,6 +175,11 @@ class Settings:
             max_upload_bytes=integer("MAX_UPLOAD_BYTES", 10 * GiB),
             password_hash=values.get("PASSWORD_HASH", "").strip() or DEFAULT_PASSWORD_HASH,
             password_hash_concurrency=integer("PASSWORD_HASH_CONCURRENCY", 2),
+            password_hash_queue=(
+                integer("PASSWORD_HASH_QUEUE", 0)
+                if values.get("PASSWORD_HASH_QUEUE", "").strip()
+                else None
+            ),
             mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", 5000),
             mongodb_write_concern=_write_concern(values.get("MONGODB_WRITE_CONCERN", "")),
             web_workers=integer("WEB_WORKERS", 2),

@@ -6,23 +6,27 @@ updates, which FerretDB lacks; ``MongoCounters`` is a small ``limits`` storage o
 operators instead, delegating to ``Storage``. Fixed windows: a brute-forcer who hammers a name can
 keep it limited only while he keeps hammering, and the real user is free again one window later.
 
-Limits (configurable, see README): logins per user name and per client address, registrations per
+Limits (configurable, see README): failed password checks per account name and per client address
+(``password_checked``: login, password change and account deletion share them), registrations per
 client address, key fetches per user. Breaches answer 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import Storage as LimitsStorage
 
+from cryptofiles.auth import LOGIN_BUDGET_FLAG, InvalidCredentials
 from cryptofiles.errors import error_response
 from cryptofiles.inputs import text_field
 from cryptofiles.logs import security_event
@@ -76,9 +80,14 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def login_name() -> str:
-    """The name a login is for, hashed: counters must not become a list of tried names."""
-    name = text_field("User_Name")  # bad input is a 400 here already, before any counting
+def password_owner() -> str:
+    """The account a password check is for, hashed: counters must not become a list of tried names.
+
+    The logged-in user's name on the account routes, the name asked for on /login: a guess costs
+    the same budget whichever route it goes through.
+    """
+    name = g.principal.user.name if "principal" in g else text_field("User_Name")
+    # text_field: bad input is a 400 here already, before any counting
     return "name:" + hashlib.sha256(str(name).encode()).hexdigest()[:32]
 
 
@@ -122,8 +131,72 @@ def retry_after_seconds() -> int:
     return max(*waits, 1)
 
 
+def _message(limit: str) -> str:
+    return f"Too many requests (limit: {limit}); retry after Retry-After seconds."
+
+
 def limited(app: Flask, limit: str, key_func: Callable[[], str], scope: str) -> Callable[..., Any]:
     """A decorator applying ``limit`` (e.g. "10/minute") per ``key_func``, in its own ``scope``."""
     limiter: Limiter = app.extensions[EXTENSION_KEY]
-    message = f"Too many requests (limit: {limit}); retry after Retry-After seconds."
-    return limiter.limit(limit, key_func=key_func, scope=scope, error_message=message)
+    return limiter.limit(limit, key_func=key_func, scope=scope, error_message=_message(limit))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def password_checked(app: Flask) -> Callable[[F], F]:
+    """The decorator of every route that checks a password (under ``token_required``, if any).
+
+    Such a route spends the login budget: per account name (``RATE_LIMIT_LOGIN_NAME``) and per
+    client address (``RATE_LIMIT_LOGIN_ADDRESS``), counters shared by every such route. Only a
+    failed check keeps its place: the budget is taken before the view runs and given back after
+    any other outcome. (flask-limiter's ``deduct_when`` counts after the view but only tests
+    before it, so a burst of parallel guesses would all pass the test before any of them counted.)
+    ``auth.Authenticator`` refuses to check a password in a request that did not come through
+    here, so a new route cannot forget the limit.
+    """
+    settings = app.extensions["cryptofiles.settings"]
+    storage: Storage = app.extensions["cryptofiles.storage"]
+    limiter: Limiter = app.extensions[EXTENSION_KEY]
+    by_name = limiter.shared_limit(
+        settings.rate_limit_login_name,
+        scope="password-name",
+        key_func=password_owner,
+        error_message=_message(settings.rate_limit_login_name),
+    )
+    by_address = limiter.shared_limit(
+        settings.rate_limit_login_address,
+        scope="password-address",
+        key_func=client_address,
+        error_message=_message(settings.rate_limit_login_address),
+    )
+
+    def decorate(view: F) -> F:
+        limited_view = by_name(by_address(view))
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            setattr(g, LOGIN_BUDGET_FLAG, True)
+            failed = False
+            try:
+                return limited_view(*args, **kwargs)
+            except InvalidCredentials:
+                failed = True
+                raise
+            finally:
+                if not failed:  # right password, bad input, busy, or refused by a limit
+                    give_back(limiter, storage)
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def give_back(limiter: Limiter, storage: Storage) -> None:
+    """Return what this request took from each of its counters."""
+    now = datetime.now(UTC)
+    for limit in limiter.current_limits:
+        # At worst, a counter the database failed to decrement keeps one attempt too many: not
+        # worth turning a password change that happened into an error.
+        with contextlib.suppress(StorageError):
+            storage.counter_give_back(limit.key, now)

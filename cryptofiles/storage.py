@@ -2,6 +2,7 @@
 
 Collections:
 - ``users``: ``_id`` (ObjectId), ``public_id`` (UUIDv4 text, the JWT subject), ``name`` (unique),
+  ``name_key`` (the name in lower case, unique: names differing only in case are one name),
   ``password_hash``, ``created_at``, ``deleting`` (true once the account's deletion has begun).
 - ``revoked_tokens``: ``_id`` = the token's ``jti``, ``expires_at``. A TTL index lets MongoDB drop a
   row once the token would have expired anyway. FerretDB 1.x has no TTL indexes: there we keep a plain
@@ -70,6 +71,11 @@ class UploadLost(StorageError):
 
 class CorruptFile(StorageError):
     """A stored file's chunks are missing or of the wrong size."""
+
+
+def name_key(name: str) -> str:
+    """What makes two user names the same name: letter case does not count (names are ASCII)."""
+    return name.lower()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +181,8 @@ class Storage:
         with _mapped_errors():
             self.users.create_index("name", unique=True, name="unique_name")
             self.users.create_index("public_id", unique=True, name="unique_public_id")
+            self._backfill_name_keys()
+            self.users.create_index("name_key", unique=True, name="unique_name_key")
             try:
                 self.revoked_tokens.create_index(
                     "expires_at", expireAfterSeconds=0, name="expire_revoked_tokens"
@@ -195,6 +203,32 @@ class Storage:
                 [("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1"
             )
 
+    def _backfill_name_keys(self) -> None:
+        """Give users made before ``name_key`` theirs. Idempotent; a scan only while some lack it.
+
+        Names that already differ only in case (made before the rule) keep their accounts: one
+        takes the folded name, the others ``<folded>#<id>``, which no name folds to ('#' is not a
+        name character), so that every further variant stays refused.
+        """
+        missing = list(self.users.find({"name_key": {"$exists": False}}, {"name": 1}))
+        if not missing:
+            return
+        taken = {d["name_key"] for d in self.users.find({"name_key": {"$exists": True}})}
+        for doc in missing:
+            folded = name_key(doc["name"])
+            for key in (folded, f"{folded}#{doc['_id']}"):
+                if key in taken:
+                    continue
+                try:
+                    self.users.update_one(
+                        {"_id": doc["_id"], "name_key": {"$exists": False}},
+                        {"$set": {"name_key": key}},
+                    )
+                except DuplicateKeyError:  # the index exists and a registration took it meanwhile
+                    continue
+                taken.add(key)
+                break
+
     def ping(self) -> None:
         with _mapped_errors():
             self.client.admin.command("ping")
@@ -210,6 +244,9 @@ class Storage:
             "_id": public_id,
             "public_id": public_id,
             "name": name,
+            # Unique, so that "ADMIN" cannot be registered beside "admin" (a lookalike), even by
+            # two registrations at once; the database decides, as for the exact name.
+            "name_key": name_key(name),
             "password_hash": password_hash,
             "created_at": now,
         }
@@ -241,10 +278,24 @@ class Storage:
             doc = self.users.find_one({"_id": public_id}, {"deleting": 1})
         return doc is not None and not doc.get("deleting", False)
 
-    def set_password_hash(self, public_id: str, password_hash: str) -> None:
-        """Replace the hash of the same password (a cost upgrade): tokens stay valid."""
+    def password_hash_methods(self) -> set[str]:
+        """The methods of the stored password hashes ("scrypt:16384:8:1"): a full scan, for start-up."""
         with _mapped_errors():
-            self.users.update_one({"_id": public_id}, {"$set": {"password_hash": password_hash}})
+            cursor = self.users.find({}, {"password_hash": 1}, batch_size=1000)
+            return {doc["password_hash"].split("$", 1)[0] for doc in cursor}
+
+    def set_password_hash(self, public_id: str, verified_hash: str, password_hash: str) -> bool:
+        """Replace the hash of the same password (a cost upgrade): tokens stay valid.
+
+        Only if the stored hash is still ``verified_hash`` (compare-and-set): a password change
+        that landed since the login verified the old one must not be overwritten by it.
+        """
+        with _mapped_errors():
+            result = self.users.update_one(
+                {"_id": public_id, "password_hash": verified_hash},
+                {"$set": {"password_hash": password_hash}},
+            )
+        return result.modified_count == 1
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -490,6 +541,14 @@ class Storage:
                 if replaced.modified_count == 1:
                     return amount
         raise DatabaseUnavailable("rate counter contention")
+
+    def counter_give_back(self, key: str, now: datetime) -> None:
+        """Take one back from a live window (a request that did not use what it counted)."""
+        with _mapped_errors():
+            self.rate_counters.update_one(
+                {"_id": key, "expire_at": {"$gt": now}, "count": {"$gt": 0}},
+                {"$inc": {"count": -1}},
+            )
 
     def counter_get(self, key: str, now: datetime) -> tuple[int, datetime | None]:
         """``(count, window end)`` of a live window, ``(0, None)`` when there is none."""

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
 
-from tests.conftest import PASSWORD, Accounts
+from cryptofiles.storage import NameTaken, Storage
+from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts
 
 REGISTER = ("New_User_Name", "New_User_Password")
 LOGIN = ("User_Name", "User_Password")
@@ -144,6 +151,64 @@ def test_existing_name_is_400_and_changes_nothing(client: FlaskClient, db: Any) 
     assert db.users.count_documents({}) == 1
     assert db.users.find_one({"name": "User1"}) == before
     assert login(client, "User1", PASSWORD).status_code == 200
+
+
+@pytest.mark.parametrize("variant", ["ADMIN", "Admin", "aDMIn"])
+def test_a_name_differing_only_in_case_is_taken(client: FlaskClient, db: Any, variant: str) -> None:
+    """No lookalike of an existing account; logging in stays exact."""
+    assert register(client, "admin", PASSWORD).status_code == 201
+    taken = register(client, "admin", "another password")
+    response = register(client, variant, "another password")
+    assert (response.status_code, response.text) == (taken.status_code, taken.text)
+    assert response.text == "This user name is already taken.\n"
+    assert db.users.count_documents({}) == 1
+    assert login(client, variant, PASSWORD).status_code == 401
+    assert login(client, "admin", PASSWORD).status_code == 200
+
+
+def test_concurrent_registrations_of_case_variants_make_one_account(app: Flask, db: Any) -> None:
+    storage: Storage = app.extensions["cryptofiles.storage"]
+    variants = ["racer", "RACER", "Racer", "rAcEr", "raceR", "RaCeR"]
+    start = threading.Barrier(len(variants))
+
+    def create(name: str) -> str:
+        start.wait()
+        try:
+            storage.create_user(name, "scrypt:1:1:1$salt$hash", datetime.now(UTC))
+        except NameTaken:
+            return "taken"
+        return "created"
+
+    with ThreadPoolExecutor(len(variants)) as pool:
+        outcomes = list(pool.map(create, variants))
+    assert sorted(outcomes) == ["created"] + ["taken"] * (len(variants) - 1)
+    assert db.users.count_documents({}) == 1
+
+
+def test_users_from_before_the_case_rule_are_back_filled(
+    db: Any, make_app: Callable[..., Flask]
+) -> None:
+    """Users stored without name_key (even names that already differ only in case) get one at
+    start-up, every instance's start-up alike; they keep logging in by their exact names."""
+    db.users.drop_index("unique_name_key")  # the database as an older version left it
+    hashed = generate_password_hash(PASSWORD, TEST_PASSWORD_HASH)
+    for name in ("legacy", "LEGACY", "Other"):
+        public_id = str(uuid.uuid4())
+        db.users.insert_one(
+            {"_id": public_id, "public_id": public_id, "name": name, "password_hash": hashed,
+             "created_at": datetime.now(UTC)}
+        )  # fmt: skip
+    client = make_app().test_client()
+    keys = {doc["name"]: doc["name_key"] for doc in db.users.find()}
+    assert keys["legacy"] == "legacy" and keys["Other"] == "other"
+    assert keys["LEGACY"].startswith("legacy#")
+    assert db.users.index_information()["unique_name_key"]["unique"] is True
+    make_app()  # again: nothing to do, nothing changes
+    assert {doc["name"]: doc["name_key"] for doc in db.users.find()} == keys
+    for name in ("Legacy", "other"):
+        assert register(client, name, PASSWORD).status_code == 400
+    for name in ("legacy", "LEGACY", "Other"):
+        assert login(client, name, PASSWORD).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -318,6 +383,7 @@ def test_unique_indexes_exist(db: Any) -> None:
     indexes = db.users.index_information()
     assert indexes["unique_name"]["unique"] is True
     assert indexes["unique_public_id"]["unique"] is True
+    assert indexes["unique_name_key"]["unique"] is True
 
 
 # -- health -----------------------------------------------------------------------------------------

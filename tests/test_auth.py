@@ -429,6 +429,70 @@ def test_unknown_user_costs_as_much_as_a_wrong_password(
     )
 
 
+def methods_checked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The method of every hash that check_password_hash computes from now on, in order."""
+    seen: list[str] = []
+
+    def recording(pwhash: str, password: str) -> bool:
+        seen.append(pwhash.split("$", 1)[0])
+        return check_password_hash(pwhash, password)
+
+    monkeypatch.setattr(auth, "check_password_hash", recording)
+    return seen
+
+
+LOGINS = {
+    "known-wrong": ("User1", "not the password"),
+    "unknown": ("Nobody", "not the password"),
+    "known-right": ("User1", PASSWORD),
+}
+
+
+def test_every_check_computes_one_hash_per_method_in_use(
+    accounts: Accounts, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a cost change, a login of any kind verifies with the old and the new method."""
+    accounts.register("User1")  # at TEST_PASSWORD_HASH; the new instance reads it at start-up
+    client = make_app(PASSWORD_HASH=CHEAP_HASH).test_client()
+    seen = methods_checked(monkeypatch)
+    methods = {}
+    for label, (name, password) in LOGINS.items():
+        seen.clear()
+        login(client, name, password)
+        methods[label] = sorted(seen)
+    assert methods == {label: sorted([CHEAP_HASH, TEST_PASSWORD_HASH]) for label in LOGINS}
+
+
+def test_a_method_met_later_joins_every_check(
+    accounts: Accounts, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_app(PASSWORD_HASH=CHEAP_HASH).test_client()  # started before any hash existed
+    accounts.register("User1")  # by the other instance, at TEST_PASSWORD_HASH
+    seen = methods_checked(monkeypatch)
+    assert login(client, "User1", "not the password").status_code == 401
+    seen.clear()
+    login(client, "Nobody", "not the password")
+    assert sorted(seen) == sorted([CHEAP_HASH, TEST_PASSWORD_HASH])
+
+
+def test_an_unusable_stored_method_does_not_stop_the_start() -> None:
+    """A hand-edited hash in the database must not keep the service from starting."""
+    hasher = PasswordHasher(CHEAP_HASH, concurrency=1, methods_in_use=["md5", TEST_PASSWORD_HASH])
+    assert hasher.verify(None, PASSWORD) is False
+
+
+def test_unknown_user_costs_as_much_as_a_user_of_a_dearer_older_cost(
+    accounts: Accounts, make_app: Callable[..., Flask]
+) -> None:
+    """The attack pass: hashes of an older, 16 times dearer cost stored, a cheap cost configured."""
+    accounts.register("User1")  # scrypt:16384:8:1
+    client = make_app(PASSWORD_HASH=CHEAP_HASH).test_client()  # scrypt:1024:8:1
+    assert_similar_cost(
+        lambda: login(client, "Nobody", "not the password"),
+        lambda: login(client, "User1", "not the password"),
+    )
+
+
 def test_default_cost_is_owasp_scrypt() -> None:
     method, n, r, p = DEFAULT_PASSWORD_HASH.split(":")
     assert method == "scrypt"
@@ -475,6 +539,33 @@ def test_login_rehashes_when_the_cost_changed(
     assert login(stronger, "User1", "not the password").status_code == 401
 
 
+def test_a_rehash_never_undoes_a_password_change(
+    accounts: Accounts, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of the attack pass, made deterministic: the password change lands between the
+    login's verify (old password, old cost) and its re-hash write."""
+    accounts.register("User1")
+    cheaper = make_app(PASSWORD_HASH=CHEAP_HASH)  # another cost: a login re-hashes
+    authenticator = authenticator_of(cheaper)
+    user = authenticator.storage.user_by_name("User1")
+    assert user is not None
+    new_password = "a brand new password"
+    real_hash = authenticator.hasher.hash
+
+    def change_then_hash(password: str) -> str:
+        authenticator.storage.change_password(user.public_id, real_hash(new_password))
+        return real_hash(password)
+
+    client = cheaper.test_client()
+    with monkeypatch.context() as patch:
+        patch.setattr(authenticator.hasher, "hash", change_then_hash)
+        raced = login(client, "User1", PASSWORD)
+    if raced.status_code == 200:  # a token from before the change is dead like all the others
+        assert whoami(client, raced.text).status_code == 401
+    assert login(client, "User1", PASSWORD).status_code == 401
+    assert login(client, "User1", new_password).status_code == 200
+
+
 # -- how many hashes run at once ------------------------------------------------------------------
 
 
@@ -506,7 +597,7 @@ class Gauge:
 
 @pytest.mark.parametrize("concurrency", [1, 2, 3])
 def test_hashes_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch, concurrency: int) -> None:
-    hasher = PasswordHasher(CHEAP_HASH, concurrency=concurrency)
+    hasher = PasswordHasher(CHEAP_HASH, concurrency=concurrency, queue=8)  # everyone may wait
     stored = hasher.hash(PASSWORD)
     gauge = Gauge()
     monkeypatch.setattr(auth, "generate_password_hash", gauge.wrap(generate_password_hash))
@@ -518,6 +609,36 @@ def test_hashes_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch, concurren
     assert gauge.calls == len(jobs)
     assert gauge.peak == concurrency
     assert results[4:] == [True, False, True, False]
+
+
+def test_a_burst_beyond_the_queue_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 wrong passwords at once against 2 slots and 4 places to wait, each check slow: the 10
+    that find no place are refused at once instead of holding their threads for seconds."""
+    hasher = PasswordHasher(CHEAP_HASH, concurrency=2, queue=4)
+    stored = hasher.hash(PASSWORD)
+    gauge = Gauge(hold_seconds=0.3)
+    monkeypatch.setattr(auth, "check_password_hash", gauge.wrap(check_password_hash))
+    monkeypatch.setattr(auth, "HASH_SLOT_WAIT_SECONDS", 1.0)
+    start = threading.Barrier(16)
+
+    def attempt() -> tuple[str, float]:
+        start.wait()
+        started = time.perf_counter()
+        try:
+            outcome = "wrong" if not hasher.verify(stored, "not the password") else "right"
+        except Busy:
+            outcome = "busy"
+        return outcome, time.perf_counter() - started
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: attempt(), range(16)))
+    refused_at_once = [spent for outcome, spent in results if outcome == "busy" and spent < 0.2]
+    # 2 run and 4 wait; a slow thread start may let one more in, never the whole burst.
+    assert len(refused_at_once) >= 8, results
+    assert {outcome for outcome, _ in results} <= {"wrong", "busy"}
+    assert gauge.peak <= 2
+    # No one waits longer than the bound (plus its own check and a busy machine's slack).
+    assert max(spent for _, spent in results) < 1.0 + 0.3 + 1.0, results
 
 
 @dataclass
@@ -605,4 +726,20 @@ def test_busy_is_503_with_retry_after(
         )
         assert response.status_code == 503
         assert db.users.count_documents({"name": "User2"}) == 0
+    assert login(client, "User1", PASSWORD).status_code == 200
+
+
+def test_busy_beyond_the_queue_is_503_at_once_while_other_routes_answer(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy_app = make_app(PASSWORD_HASH_CONCURRENCY="1", PASSWORD_HASH_QUEUE="0")
+    client = busy_app.test_client()
+    Accounts(client).register("User1")
+    with SlotHolder(authenticator_of(busy_app).hasher, monkeypatch):
+        started = time.perf_counter()
+        response = login(client, "User1", PASSWORD)
+        assert time.perf_counter() - started < 0.5  # no place to wait: answered at once
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) > 0
+        assert client.get("/healthz").status_code == 200
     assert login(client, "User1", PASSWORD).status_code == 200

@@ -157,6 +157,7 @@ def test_defaults(values: dict[str, str]) -> None:
     assert settings.log_level == "INFO"
     assert settings.max_upload_bytes == 10 * 2**30
     assert settings.password_hash == config.DEFAULT_PASSWORD_HASH
+    assert settings.password_hash_queue is None  # the hasher's default: 4 per slot
 
 
 def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
@@ -170,6 +171,7 @@ def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
             "MAX_UPLOAD_BYTES": "1024",
             "PASSWORD_HASH": "scrypt:16384:8:1",
             "PASSWORD_HASH_CONCURRENCY": "4",
+            "PASSWORD_HASH_QUEUE": "3",
             "MONGODB_TIMEOUT_MS": "250",
             "WEB_WORKERS": "3",
             "WEB_CONNECTIONS": "16",
@@ -183,6 +185,7 @@ def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
     assert settings.max_upload_bytes == 1024
     assert settings.password_hash == "scrypt:16384:8:1"
     assert settings.password_hash_concurrency == 4
+    assert settings.password_hash_queue == 3
     assert settings.mongodb_timeout_ms == 250
     assert (settings.web_workers, settings.web_connections) == (3, 16)
     assert (settings.header_timeout_seconds, settings.idle_timeout_seconds) == (7, 9)
@@ -213,6 +216,8 @@ def test_every_optional_setting_is_read(values: dict[str, str]) -> None:
         ("PASSWORD_HASH", "scrypt"),
         ("PASSWORD_HASH", "scrypt:32768:8"),
         ("PASSWORD_HASH_CONCURRENCY", "0"),
+        ("PASSWORD_HASH_QUEUE", "-1"),
+        ("PASSWORD_HASH_QUEUE", "many"),
         ("MONGODB_TIMEOUT_MS", "99"),
         ("WEB_WORKERS", "0"),
         ("WEB_CONNECTIONS", "0"),
