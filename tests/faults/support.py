@@ -191,7 +191,6 @@ class Launcher:
             CRYPTOFILES_TOOLS_DIR=str(TOOLS),
             PYTHONPATH=str(ROOT),
             WEB_WORKERS="2",
-            WEB_THREADS="4",
         )
         base.update(env)
         var_dir.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,13 @@
 """The database goes away under load: paused (SIGSTOP), stopped (SIGTERM, down a while, started
 again), or restarted (kill -9, started again at once), always on the same port and data dir.
 
-For each variant one scenario runs: a launcher with ONE gthread worker of 4 threads (so that its
-threads are the whole pool and a pile-up shows), four users each uploading small files and fetching
-keys in a loop, and a /healthz prober. The tests then check what every client saw:
+For each variant one scenario runs: a launcher with ONE gevent worker (so that a pile-up of requests
+waiting for the database would show on every request it serves), four users each uploading small
+files and fetching keys in a loop, and a /healthz prober. The tests then check what every client saw:
 
 - every answer is a success or a 503 with ``Retry-After`` and a short plain message, never a 500;
 - during the outage, requests that need the database fail fast (503) instead of waiting for it;
-- /healthz (which does not touch the database) keeps answering quickly: threads do not pile up;
+- /healthz (which does not touch the database) keeps answering quickly: requests do not pile up;
 - the service recovers by itself, on the same workers;
 - every upload that was acknowledged downloads and decrypts (Tink) to what was sent.
 
@@ -45,14 +45,14 @@ from tests.faults.support import (
 
 pytestmark = pytest.mark.slow
 
-USERS = 4  # as many as the worker's threads: all of them busy, but each only briefly
+USERS = 4  # the worker always busy, each request only briefly
 OUTAGE_SECONDS = 8.0  # the least time the database is paused, or down when stopped
 OUTAGE_LIMIT = 60.0  # the most: the clients must have seen the outage by then
 MIN_503 = 3  # DB requests answered 503 inside the window before the outage may end
 # A request that needs the database must have its answer within this long, whatever the database
 # does: a few calls (token check, user, the work), each bounded by MONGODB_TIMEOUT_MS.
 ANSWER_BOUND = 5 * TIMEOUT_MS / 1000
-HEALTHZ_BOUND = 4.0  # well under the outage: a probe may wait for a thread, not for the database
+HEALTHZ_BOUND = 4.0  # well under the outage: a probe may wait for the worker, not for the database
 RECOVERY_SECONDS = 60.0  # a bound on waiting, not a measure: the wait ends at the first success
 
 
@@ -83,7 +83,7 @@ def observed(
     database = PinnedDatabase(tmp / "db")
     database.start()
     try:
-        env = launcher_env(database, WEB_WORKERS="1", WEB_THREADS="4")
+        env = launcher_env(database, WEB_WORKERS="1")
         with Launcher(tmp / "var", env) as server:
             seen = _run(variant, database, server)
             seen.log = _problems_in(server.log())
