@@ -377,7 +377,8 @@ class Launcher:
                 self.process.wait(45)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)  # its own session: gunicorn too
+                    # gunicorn (its own process group) dies with the launcher: PR_SET_PDEATHSIG
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         # The database runs in a session of its own; it is ours (its data dir is our temp dir).
         if db_pid and str(self.var_dir).encode() in cmdline(db_pid).encode():

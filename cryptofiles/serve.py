@@ -116,14 +116,20 @@ def main() -> int:
         # Workers write their metrics here and /metrics adds them up (see gunicorn_conf.py).
         values.setdefault("PROMETHEUS_MULTIPROC_DIR", str(var_dir() / "metrics"))
         log.info("Serving on http://%s:%d", settings.host, settings.port)
+        # gunicorn in a process group of its own: Ctrl-C reaches only this launcher, which asks
+        # for a graceful stop (SIGTERM). gevent workers that get the terminal's SIGINT themselves
+        # quit at once, and pymongo's exit handlers then fail noisily in the greenlet.
         server = subprocess.Popen(
-            gunicorn_command(settings), env={**os.environ, **values}, preexec_fn=die_with_parent
+            gunicorn_command(settings),
+            env={**os.environ, **values},
+            preexec_fn=die_with_parent,
+            process_group=0,
         )
-        # Pass a stop request on to gunicorn and wait for its graceful shutdown.
         signal.signal(signal.SIGTERM, lambda *_: server.terminate())
         try:
             return server.wait()
-        except KeyboardInterrupt:  # gunicorn, in our process group, got the SIGINT too
+        except KeyboardInterrupt:
+            server.terminate()
             return server.wait()
     except (ConfigError, NoDatabaseServer, DatabaseStartError) as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
