@@ -5,6 +5,7 @@ Only hooks live here; every option is on the command line (serve.py, Dockerfile)
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from cryptofiles.metrics import child_exit
 
-__all__ = ["child_exit", "on_starting", "pre_request"]
+__all__ = ["child_exit", "on_starting", "post_worker_init", "pre_request"]
 
 # The seed's account headers, as gunicorn's parser spells names (upper case). Their hyphen twins
 # (User-Name) map to the same WSGI key; the app cannot tell the two apart, and does not need to.
@@ -40,3 +41,23 @@ def pre_request(worker: object, req: Any) -> None:
     req.headers = [
         (name, value) for name, value in req.headers if "_" not in name or name in SEED_HEADERS
     ]
+
+
+class _StalledClientFilter(logging.Filter):
+    """One plain line, not an error with a traceback, for a client cut off by the idle limit.
+
+    A client that stops reading a download (or sending a request) for ``IDLE_TIMEOUT_SECONDS``
+    (connection.py) is closed on purpose; gunicorn reports the socket's timeout as "Socket error
+    processing request" at ERROR level with a traceback, which would bury real errors.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+            record.msg, record.args = "Closed a connection whose client stalled (idle limit).", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def post_worker_init(worker: Any) -> None:
+    worker.log.error_log.addFilter(_StalledClientFilter())

@@ -327,6 +327,34 @@ def test_a_stalled_upload_body_ends_the_upload_and_stores_nothing(server: Server
     assert files_in_database(server) == before
 
 
+def test_a_download_whose_reader_stalls_is_ended_quietly(server: Server) -> None:
+    """A reader that stops reading is cut off after the idle limit; no error, the worker goes on."""
+    token = register_and_login(server, fresh_name("reader"))
+    response, body = server.request(
+        "POST", "/upload", body=os.urandom(16 << 20), headers={"x-access-tokens": token}
+    )
+    assert response.status == 201
+    log_before = server.log_path.read_text()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(
+            f"GET /files/{body.decode()} HTTP/1.1\r\nHost: localhost\r\n"
+            f"x-access-tokens: {token}\r\n\r\n".encode()
+        )
+        time.sleep(IDLE_TIMEOUT + 3)  # read nothing
+        sock.settimeout(10)
+        received = 0
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    assert received < 16 << 20  # cut off, not waited for
+    assert server.request("GET", "/healthz")[0].status == 200
+    new_lines = server.log_path.read_text()[len(log_before) :]
+    assert "Traceback" not in new_lines
+    assert "[ERROR]" not in new_lines
+    assert "client stalled" in new_lines
+
+
 def test_a_burst_of_password_checks_is_bounded_and_answered_quickly(server: Server) -> None:
     """Many parallel wrong passwords: beyond the bound 503 + Retry-After at once; others answer."""
     register_and_login(server, "hashvictim")
