@@ -454,6 +454,9 @@ def test_ctrl_c_is_exit_130_without_traceback_or_output(fake: Cli) -> None:
         env=fake.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A suite started in the background (`make test &`) inherits SIGINT ignored, and Python
+        # keeps an ignored SIGINT ignored: give the CLI the default a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 30
     while not any(p.stat().st_size for p in fake.cwd.glob(".cryptofiles-*.part")):
