@@ -851,35 +851,16 @@ NO_DATABASE = (
 MASTER_KEYS_LINE = re.compile(r"^\s*(?:export\s+)?MASTER_KEYS\s*=")
 
 
-def configured_values() -> dict[str, str]:
-    """What Settings.from_env reads: ``.env`` in the working directory, under the environment."""
-    from dotenv import dotenv_values
-
-    values = {}
-    if Path(".env").is_file():
-        values = {k: v for k, v in dotenv_values(".env").items() if v is not None}
-    values.update(os.environ)
-    return values
-
-
-def read_secrets(secrets_file: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
-
-    if not secrets_file.is_file():
-        return {}
-    return {k: v.strip() for k, v in dotenv_values(secrets_file).items() if v and v.strip()}
-
-
 def admin_settings(secrets_file: Path) -> Settings:
     """The server's settings; secrets missing from the configuration come from the launcher's
     secrets file, which is never created or extended here (a new MASTER_KEYS would not open
     anything stored)."""
-    from cryptofiles.config import ConfigError, Settings
+    from cryptofiles.config import ConfigError, Settings, configured_values, read_env_file
 
     values = configured_values()
     if not values.get("MONGODB_URI", "").strip():
         raise CliError(NO_DATABASE, EXIT_USAGE)
-    stored = read_secrets(secrets_file)
+    stored = read_env_file(secrets_file)
     for name in SECRET_NAMES:
         if not values.get(name, "").strip() and name in stored:
             values[name] = stored[name]
@@ -978,6 +959,8 @@ def cmd_admin_rotate(args: argparse.Namespace) -> int:
     put first there (saved before anything is wrapped under it), then keys are re-wrapped. In
     the environment (or .env): nothing is edited, keys are re-wrapped under its first key.
     """
+    from cryptofiles.config import configured_values
+
     if configured_values().get("MASTER_KEYS", "").strip():
         return rotate_configured_ring(args)
     return rotate_secrets_file_ring(args)
@@ -999,8 +982,10 @@ def rotate_configured_ring(args: argparse.Namespace) -> int:
 
 
 def rotate_secrets_file_ring(args: argparse.Namespace) -> int:
+    from cryptofiles.config import read_env_file
+
     secrets_file: Path = args.secrets_file
-    current = read_secrets(secrets_file).get("MASTER_KEYS")
+    current = read_env_file(secrets_file).get("MASTER_KEYS")
     if not current:
         raise CliError(
             f"MASTER_KEYS is neither in the environment nor in {secrets_file}: nothing to rotate",

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 from limits import parse_many
@@ -32,6 +33,20 @@ RATE_LIMITS = (
     "RATE_LIMIT_REGISTRATION",
     "RATE_LIMIT_KEYS",
 )
+# Whole-number settings, read by from_mapping with the field's default when unset.
+INTEGERS = (
+    "PORT",
+    "TOKEN_LIFE_MINUTES",
+    "MAX_UPLOAD_BYTES",
+    "PASSWORD_HASH_CONCURRENCY",
+    "PASSWORD_HASH_QUEUE",
+    "MONGODB_TIMEOUT_MS",
+    "WEB_WORKERS",
+    "WEB_CONNECTIONS",
+    "HEADER_TIMEOUT_SECONDS",
+    "IDLE_TIMEOUT_SECONDS",
+    "QUOTA_BYTES",
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -44,7 +59,6 @@ MAX_SCRYPT_MEMORY = 1 << 30
 
 
 def _write_concern(raw: str) -> str | int:
-    raw = raw.strip() or "majority"
     return int(raw) if raw.isdigit() else raw
 
 
@@ -132,24 +146,27 @@ class Settings:
         cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
     ) -> Settings:
         """Settings from ``environ`` (default: the process environment) over ``env_file``."""
-        values: dict[str, str] = {}
-        if env_file is not None and Path(env_file).is_file():
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
-        return cls.from_mapping(values)
+        return cls.from_mapping(configured_values(environ, env_file))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
+        """Settings from ``values`` (names as in README's table); an unset or blank setting takes
+        the default declared on the field above, the one place defaults are written."""
+
+        def given(name: str) -> str:
+            return values.get(name, "").strip()
+
         def required(name: str, hint: str) -> str:
-            value = values.get(name, "").strip()
-            if not value:
+            if not (value := given(name)):
                 raise ConfigError(f"{name} is not set: {hint}")
             return value
 
-        def integer(name: str, default: int) -> int:
-            raw = values.get(name, "").strip()
-            if not raw:
-                return default
+        def text(name: str) -> Any:
+            return given(name) or getattr(cls, name.lower())
+
+        def integer(name: str) -> Any:
+            if not (raw := given(name)):
+                return getattr(cls, name.lower())
             try:
                 return int(raw)
             except ValueError:
@@ -167,30 +184,32 @@ class Settings:
             mongodb_uri=required(
                 "MONGODB_URI", "point it at MongoDB, or start the app with `make run`"
             ),
-            mongodb_db=values.get("MONGODB_DB", "").strip() or "cryptofiles",
-            host=values.get("HOST", "").strip() or "127.0.0.1",
-            port=integer("PORT", 5000),
-            token_life_minutes=integer("TOKEN_LIFE_MINUTES", 30),
-            log_level=(values.get("LOG_LEVEL", "").strip() or "INFO").upper(),
-            max_upload_bytes=integer("MAX_UPLOAD_BYTES", 10 * GiB),
-            password_hash=values.get("PASSWORD_HASH", "").strip() or DEFAULT_PASSWORD_HASH,
-            password_hash_concurrency=integer("PASSWORD_HASH_CONCURRENCY", 2),
-            password_hash_queue=(
-                integer("PASSWORD_HASH_QUEUE", 0)
-                if values.get("PASSWORD_HASH_QUEUE", "").strip()
-                else None
-            ),
-            mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", 5000),
-            mongodb_write_concern=_write_concern(values.get("MONGODB_WRITE_CONCERN", "")),
-            web_workers=integer("WEB_WORKERS", 2),
-            web_connections=integer("WEB_CONNECTIONS", 1000),
-            header_timeout_seconds=integer("HEADER_TIMEOUT_SECONDS", 10),
-            idle_timeout_seconds=integer("IDLE_TIMEOUT_SECONDS", 30),
-            quota_bytes=integer("QUOTA_BYTES", 50 * GiB),
-            metrics_token=values.get("METRICS_TOKEN", "").strip() or None,
-            **{
-                name.lower(): values[name].strip()
-                for name in RATE_LIMITS
-                if values.get(name, "").strip()
-            },
+            mongodb_db=text("MONGODB_DB"),
+            host=text("HOST"),
+            log_level=text("LOG_LEVEL").upper(),
+            password_hash=text("PASSWORD_HASH"),
+            mongodb_write_concern=_write_concern(text("MONGODB_WRITE_CONCERN")),
+            metrics_token=text("METRICS_TOKEN"),
+            **{name.lower(): text(name) for name in RATE_LIMITS},
+            **{name.lower(): integer(name) for name in INTEGERS},
         )
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """The values a dotenv file sets, blank ones left out; {} when there is no such file.
+
+    The one reader of ``.env`` files: the settings' ``.env`` and the launcher's ``secrets.env``.
+    """
+    if not Path(path).is_file():
+        return {}
+    return {k: v.strip() for k, v in dotenv_values(path).items() if v and v.strip()}
+
+
+def configured_values(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict[str, str]:
+    """What settings are read from: ``environ`` (default: the process environment) over
+    ``env_file``. The app, the launcher and the CLI's admin commands all start here."""
+    values = read_env_file(env_file) if env_file is not None else {}
+    values.update(os.environ if environ is None else environ)
+    return values

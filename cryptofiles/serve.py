@@ -20,9 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from dotenv import dotenv_values
-
-from cryptofiles.config import ConfigError, Settings
+from cryptofiles.config import ConfigError, Settings, configured_values, read_env_file
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import DatabaseStartError, LocalDatabase, NoDatabaseServer, die_with_parent
 from cryptofiles.logs import configure_logging
@@ -39,21 +37,13 @@ def var_dir() -> Path:
     return Path(os.environ.get("CRYPTOFILES_VAR_DIR", "var")).resolve()
 
 
-def load_values(env_file: Path = Path(".env")) -> dict[str, str]:
-    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    values.update(os.environ)
-    return values
-
-
 def ensure_secrets(values: Mapping[str, str], secrets_file: Path) -> dict[str, str]:
     """``values`` with every missing secret taken from, or first generated into, ``secrets_file``."""
     result = dict(values)
     missing = [name for name in GENERATED_SECRETS if not result.get(name)]
     if not missing:
         return result
-    stored = (
-        {k: v for k, v in dotenv_values(secrets_file).items() if v} if secrets_file.exists() else {}
-    )
+    stored = read_env_file(secrets_file)
     new = {name: GENERATED_SECRETS[name]() for name in missing if name not in stored}
     if new:
         secrets_file.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +95,7 @@ def gunicorn_command(settings: Settings) -> list[str]:
 
 def main() -> int:
     configure_logging("INFO")
-    values = ensure_secrets(load_values(), var_dir() / "secrets.env")
+    values = ensure_secrets(configured_values(), var_dir() / "secrets.env")
     database: LocalDatabase | None = None
     try:
         if not values.get("MONGODB_URI"):

@@ -37,6 +37,7 @@ import pytest
 from bson.binary import Binary
 
 from cryptofiles import cli
+from cryptofiles.config import read_env_file
 from cryptofiles.crypto import KeyRing, wrap_aad
 from cryptofiles.devdb import free_port
 from tests.conftest import TEST_PASSWORD_HASH
@@ -553,7 +554,7 @@ def test_admin_rotate_with_ring_from_environment_edits_nothing(client: Cli, box:
     client.new_user()
     (client.cwd / "f").write_bytes(b"rotate me")
     client.run("upload", "f")
-    ring_in_file = cli.read_secrets(box.secrets_file)["MASTER_KEYS"]
+    ring_in_file = read_env_file(box.secrets_file)["MASTER_KEYS"]
     before = box.secrets_file.read_text()
     new_entry = KeyRing.generate_entry("envkey")
     env = admin_env(client, box, MASTER_KEYS=f"{new_entry},{ring_in_file}")
@@ -576,7 +577,7 @@ def test_admin_rotate_master_key_in_secrets_file(client: Cli, box: ServerBox) ->
         (client.cwd / name).write_bytes(os.urandom(size))
         file_id = client.run("upload", name).stdout.strip()
         originals[file_id] = (name, client.run("key", file_id).stdout.strip())
-    old_ring = cli.read_secrets(box.secrets_file)["MASTER_KEYS"]
+    old_ring = read_env_file(box.secrets_file)["MASTER_KEYS"]
     secret_key_line = next(
         line for line in box.secrets_file.read_text().splitlines() if line.startswith("SECRET_KEY=")
     )
@@ -588,7 +589,7 @@ def test_admin_rotate_master_key_in_secrets_file(client: Cli, box: ServerBox) ->
     assert "Restart the server" in result.stdout and "failed=0" in result.stdout
 
     # The file: two entries, the new one first, the rest of it as it was, still private.
-    ring_text = cli.read_secrets(box.secrets_file)["MASTER_KEYS"]
+    ring_text = read_env_file(box.secrets_file)["MASTER_KEYS"]
     entries = ring_text.split(",")
     assert len(entries) == 2 and entries[0].startswith(f"{new_id}:") and entries[1] == old_ring
     assert secret_key_line in box.secrets_file.read_text().splitlines()
@@ -607,7 +608,7 @@ def test_admin_rotate_master_key_in_secrets_file(client: Cli, box: ServerBox) ->
 
     rerun = client.run("admin", "rotate-master-key", env=admin_env(client, box))
     assert "rewrapped=0 skipped=0 failed=0" in rerun.stdout
-    assert cli.read_secrets(box.secrets_file)["MASTER_KEYS"] == ring_text
+    assert read_env_file(box.secrets_file)["MASTER_KEYS"] == ring_text
 
     # A restarted server reads the new ring and still opens the old files.
     box.restart()
