@@ -20,6 +20,7 @@ from werkzeug.http import parse_options_header
 
 from cryptofiles import auth, connection, crypto
 from cryptofiles.auth import Authenticator, PasswordHasher, TokenService, token_required
+from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.connection import ClientStalled
 from cryptofiles.docs import register_docs
@@ -39,7 +40,7 @@ from cryptofiles.ratelimit import (
 from cryptofiles.storage import FileRecord, Storage
 
 
-def create_app(settings: Settings | None = None, *, clock: auth.Clock = auth.utcnow) -> Flask:
+def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder=None)  # no static files: no unauthenticated /static route

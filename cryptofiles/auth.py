@@ -23,7 +23,8 @@ from flask import current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cryptofiles import blocking
-from cryptofiles.logs import clip, security_event
+from cryptofiles.audit import clip, security_event
+from cryptofiles.clock import Clock, utcnow
 from cryptofiles.storage import Storage, User
 
 # Account rules (the seed's "User1" is a valid name).
@@ -54,12 +55,7 @@ LOGIN_BUDGET_FLAG = "login_budget_applies"
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 _T = TypeVar("_T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class AuthError(Exception):

@@ -896,7 +896,7 @@ def open_storage(settings: Settings) -> Iterator[Storage]:
 
 
 def file_service(storage: Storage, settings: Settings) -> FileService:
-    from cryptofiles.auth import utcnow
+    from cryptofiles.clock import utcnow
     from cryptofiles.files import FileService
 
     return FileService(storage, settings.master_keys, utcnow, settings.max_upload_bytes)
@@ -927,13 +927,8 @@ def cmd_admin_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_create_user(args: argparse.Namespace) -> int:
-    from cryptofiles.auth import (
-        Authenticator,
-        InvalidAccountData,
-        PasswordHasher,
-        TokenService,
-        utcnow,
-    )
+    from cryptofiles.auth import Authenticator, InvalidAccountData, PasswordHasher, TokenService
+    from cryptofiles.clock import utcnow
     from cryptofiles.storage import NameTaken
 
     password = read_password(args, confirm=True)

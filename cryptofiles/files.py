@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from cryptofiles import crypto
-from cryptofiles.auth import Clock
-from cryptofiles.logs import security_event
+from cryptofiles.audit import security_event
+from cryptofiles.clock import Clock
 from cryptofiles.storage import FileRecord, Storage, UploadLost
 
 log = logging.getLogger(__name__)

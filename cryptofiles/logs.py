@@ -1,4 +1,5 @@
-"""Logging: one JSON object per line, each with the request id, and the security events.
+"""Logging: one JSON object per line, each with the request id; security events (audit.py) get
+who and from where.
 
 What is never logged: passwords, tokens, file keys, master keys, file contents, request bodies, and
 header values. User input that is logged (a user name, a file id) goes through the JSON encoder, so
@@ -13,22 +14,32 @@ import re
 import sys
 import time
 import uuid
-from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
-security_log = logging.getLogger("cryptofiles.security")
+from cryptofiles.audit import security_log
+
 request_log = logging.getLogger("cryptofiles.request")
 
 # A client may pass its own id for correlation, if it looks like one (never arbitrary text).
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{8,64}")
-MAX_LOGGED_TEXT = 64
 
 
 class _RequestContext(logging.Filter):
+    """Every line gets the request id; a security event (audit.py) also who and from where."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id") if has_request_context() else None
+        if not has_request_context():
+            record.request_id = None
+            return True
+        record.request_id = g.get("request_id")
+        details = getattr(record, "details", None)
+        if record.name == security_log.name and isinstance(details, dict):
+            principal = g.get("principal")
+            if principal is not None:
+                details.setdefault("user", principal.user.public_id)
+            details.setdefault("client", request.remote_addr)
         return True
 
 
@@ -50,21 +61,6 @@ def configure_logging(level: str) -> None:
         root.handlers = [handler]
     for noisy in ("pymongo", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def clip(text: object) -> str:
-    """User-supplied text, bounded in length; JSON encoding takes care of control characters."""
-    return str(text)[:MAX_LOGGED_TEXT]
-
-
-def security_event(event: str, **fields: Any) -> None:
-    user = g.get("principal") if has_request_context() else None
-    if user is not None:
-        fields.setdefault("user", user.user.public_id)
-    if has_request_context():
-        fields.setdefault("client", request.remote_addr)
-    # Under "details": field names can never collide with LogRecord's own (name, msg, ...).
-    security_log.warning(event, extra={"event": event, "details": fields})
 
 
 def init_request_logging(app: Flask) -> None:

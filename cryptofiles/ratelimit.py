@@ -26,10 +26,10 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import Storage as LimitsStorage
 
+from cryptofiles.audit import security_event
 from cryptofiles.auth import LOGIN_BUDGET_FLAG, InvalidCredentials
 from cryptofiles.errors import error_response
 from cryptofiles.inputs import text_field
-from cryptofiles.logs import security_event
 from cryptofiles.storage import Storage, StorageError
 
 EXTENSION_KEY = "cryptofiles.limiter"

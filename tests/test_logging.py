@@ -144,3 +144,15 @@ def test_request_id_is_returned_and_a_clean_client_id_kept(tmp_path: Path) -> No
         assert len(response.getheader("X-Request-Id")) == 32
     finally:
         server.stop()
+
+
+def test_security_events_say_who_and_from_where(session: dict[str, Any]) -> None:
+    """Services report events without Flask (audit.py); the web layer adds user and client."""
+    events = [r for r in app_lines(session["log"]) if r["logger"] == "cryptofiles.security"]
+    not_owner = next(r for r in events if r["event"] == "file.not_owner")
+    assert len(not_owner["details"]["user"]) == 36  # bob's public id
+    assert not_owner["details"]["client"] == "127.0.0.1"
+    assert len(not_owner["request_id"]) == 32
+    failed = next(r for r in events if r["event"] == "login.failed")
+    assert "user" not in failed["details"]  # nobody is logged in on a failed login
+    assert failed["details"]["client"] == "127.0.0.1"

@@ -23,7 +23,7 @@ from pymongo.synchronous.collection import Collection
 
 from cryptofiles import crypto
 from cryptofiles.app import create_app
-from cryptofiles.auth import utcnow
+from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import (
     STALE_UPLOAD,

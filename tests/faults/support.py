@@ -27,7 +27,7 @@ from typing import Any
 
 import pymongo
 
-from cryptofiles.auth import utcnow
+from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import LocalDatabase, free_port, make_private, socket_uri
