@@ -199,12 +199,16 @@ def usage_back_to(pids: list[int], target: dict[str, int], seconds: float = 60) 
         time.sleep(0.5)
 
 
-def attack_round(server: Server, token: str, other_token: str) -> dict[str, Any]:
+def attack_round(server: Server, token: str, other_token: str, baseline_fds: int) -> dict[str, Any]:
     """1,000 slow connections at once; meanwhile a new client is served. Returns what it saw."""
+    start = time.monotonic()
     crowd = SlowCrowd(server.port, 1000, token)
     try:
-        time.sleep(1.5)  # the workers have taken every connection and seen a few slow bytes
-        held = usage(worker_pids(server))
+        # Wait until the workers hold the crowd (on a busy machine accepting 1,000 connections
+        # takes a while), but not so long that the slow heads reach the header timeout (10 s).
+        pids = worker_pids(server)
+        while (held := usage(pids))["fds"] < baseline_fds + 900 and time.monotonic() - start < 8:
+            time.sleep(0.25)
         health = [timed(server.request, "GET", "/healthz") for _ in range(5)]
         login = server.request(
             "GET", "/login", headers={"User_Name": "bystander", "User_Password": PASSWORD}
@@ -236,9 +240,9 @@ def test_a_thousand_slow_clients_do_not_take_the_service_offline(default_server:
     # A first round warms what a busy server keeps (database connection pools, allocator arenas):
     # that is capacity, not a leak. A leak is what a second identical round adds on top.
     before_attack = settled_usage(server, pids)
-    first = attack_round(server, token, other_token)
+    first = attack_round(server, token, other_token, before_attack["fds"])
     after_first = settled_usage(server, pids)
-    second = attack_round(server, token, other_token)
+    second = attack_round(server, token, other_token, before_attack["fds"])
     after_second = usage_back_to(pids, after_first)
 
     for seen in (first, second):
