@@ -18,7 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.main import MiB, SinkServer, http_upload, log, mib_per_s
+from bench.client import http_upload
+from bench.common import MiB, log
+from bench.harness import SinkServer
+from bench.report import mib_per_s
 
 BLOCKS = {
     "64 KiB": 64 * 1024,
