@@ -125,7 +125,7 @@ class SinkServer:
         self.process = subprocess.Popen(
             self.args,
             cwd=BENCH,
-            env={**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{ROOT}"},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # the bench package
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -174,7 +174,7 @@ def sink_gunicorn_args(port: int, server_env: dict[str, str]) -> list[str]:
     args = gunicorn_command(settings)
     if not args[-1].startswith("cryptofiles.app:"):
         raise RuntimeError(f"unexpected gunicorn command (last argument {args[-1]!r})")
-    return [*args[:-1], "sink_app:app"]
+    return [*args[:-1], "bench.sink_app:app"]
 
 
 def default_setting(field: str) -> str:
