@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,9 @@ def run(bench: Bench) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench" if sys.argv[0].endswith("__main__.py") else None,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", help="comma-separated row names (or prefixes) to run")
