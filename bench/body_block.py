@@ -5,7 +5,7 @@ Serves bench/sink_app.py under the launcher's gunicorn options and POSTs the sam
 ``/encrypt-sink?block=N`` (read N bytes at a time from gunicorn, as app.request_body does with
 BODY_BLOCK, and encrypt with crypto.encrypt_stream) and to ``/sink?block=N`` (read only).
 
-    .venv/bin/python bench/body_block.py [--mib 256] [--reps 3]
+    .venv/bin/python -m bench.body_block [--mib 256] [--reps 3]     # from the project root
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from run import MiB, SinkServer, http_upload, log, mib_per_s
+from bench.client import http_upload
+from bench.common import MiB, log
+from bench.harness import SinkServer
+from bench.report import mib_per_s
 
 BLOCKS = {
     "64 KiB": 64 * 1024,

@@ -31,14 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import gridfs
+import pymongo
+from bson import ObjectId
+
+from cryptofiles.devdb import LocalDatabase
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import gridfs  # noqa: E402
-import pymongo  # noqa: E402
-from bson import ObjectId  # noqa: E402
-
-from cryptofiles.devdb import LocalDatabase  # noqa: E402
 
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -98,7 +97,7 @@ def chunk_docs(file_id: Any, mib: int, blob: bytes) -> Iterator[dict[str, Any]]:
         yield {"files_id": file_id, "n": n, "data": blob}
 
 
-def small_uploads(db: Any, pid: int, blob: bytes, pubs: list[str], count: int) -> dict[str, Any]:
+class SmallUploads:
     """The database work of one 4 KiB upload and one key fetch, 16 threads at once: as the app
     (cryptofiles/, Nov 24 17:30) does it, and with the fixes suggested in docs/benchmarks.md.
 
@@ -108,73 +107,93 @@ def small_uploads(db: Any, pid: int, blob: bytes, pubs: list[str], count: int) -
     {_id, status}. FerretDB/SQLite pushes down only a filter that is exactly {_id: value}: every
     other query decodes the whole collection.
     """
-    chunks, gfiles, files = db["ciphertext.chunks"], db["ciphertext.files"], db["files"]
-    users, counters = db["users"], db["rate_counters"]
-    chunks.create_index([("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1")
-    owners = pubs[:16]
-    now = datetime.now(UTC)
-    ids = [str(uuid.uuid4()) for _ in range(800)]  # the records 800 earlier uploads left
-    files.insert_many(
-        [
-            {"_id": i, "owner": owners[k % 16], "status": "complete", "size": 4096,
-             "wrapped_key": os.urandom(60), "kek_id": "k1", "created_at": now}
-            for k, i in enumerate(ids)
-        ]
-    )  # fmt: skip
-    users.create_index("public_id", unique=True)
-    users.insert_many([{"public_id": p, "name": p[:8], "password_hash": "x" * 150} for p in owners])
-    small_bucket = gridfs.GridFSBucket(db, "small", chunk_size_bytes=MiB)
-    payload = os.urandom(4096 + 56)  # a 4 KiB file's ciphertext
 
-    def auth(i: int) -> None:
-        db["revoked_tokens"].find_one({"_id": uuid.uuid4().hex}, projection={"_id": 1})
-        users.find_one({"public_id": owners[i]})
-
-    def bytes_used(i: int) -> int:
-        query = {"owner": owners[i], "status": "complete"}
-        return sum(int(d.get("size", 0)) for d in files.find(query, {"size": 1}))
-
-    def upload(i: int, quota_scans: int, id_only: bool) -> None:
-        auth(i)
-        for _ in range(quota_scans):
-            bytes_used(i)
-        fid = str(uuid.uuid4())
-        files.insert_one({"_id": fid, "owner": owners[i], "status": "pending", "created_at": now})
-        chunks.insert_one({"files_id": fid, "n": 0, "data": payload})
-        gfiles.insert_one({"_id": fid, "length": len(payload), "chunkSize": MiB, "filename": fid})
-        query = {"_id": fid} if id_only else {"_id": fid, "status": "pending"}
-        files.update_one(query, {"$set": {"status": "complete", "size": 4096}})
-        if quota_scans == 0:  # the quota as a running total on the user instead
-            users.update_one({"public_id": owners[i]}, {"$inc": {"bytes_used": 4096}})
-
-    def key_fetch(i: int, id_only: bool) -> None:
-        auth(i)
-        key = f"rl/keys/user:{owners[i]}"
-        counters.find_one_and_update(
-            {"_id": key, "expire_at": {"$gt": now}}, {"$inc": {"count": 1}}
-        ) or counters.replace_one(
-            {"_id": key}, {"count": 1, "expire_at": now + timedelta(minutes=1)}, upsert=True
+    def __init__(self, db: Any, pubs: list[str]) -> None:
+        self.db = db
+        self.chunks, self.gfiles, self.files = (
+            db["ciphertext.chunks"], db["ciphertext.files"], db["files"]
+        )  # fmt: skip
+        self.users, self.counters = db["users"], db["rate_counters"]
+        self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1")
+        self.owners = owners = pubs[:16]
+        self.now = now = datetime.now(UTC)
+        self.ids = [str(uuid.uuid4()) for _ in range(800)]  # the records 800 earlier uploads left
+        self.files.insert_many(
+            [
+                {"_id": i, "owner": owners[k % 16], "status": "complete", "size": 4096,
+                 "wrapped_key": os.urandom(60), "kek_id": "k1", "created_at": now}
+                for k, i in enumerate(self.ids)
+            ]
+        )  # fmt: skip
+        self.users.create_index("public_id", unique=True)
+        self.users.insert_many(
+            [{"public_id": p, "name": p[:8], "password_hash": "x" * 150} for p in owners]
         )
+        self.small_bucket = gridfs.GridFSBucket(db, "small", chunk_size_bytes=MiB)
+        self.payload = os.urandom(4096 + 56)  # a 4 KiB file's ciphertext
+
+    def auth(self, i: int) -> None:
+        self.db["revoked_tokens"].find_one({"_id": uuid.uuid4().hex}, projection={"_id": 1})
+        self.users.find_one({"public_id": self.owners[i]})
+
+    def bytes_used(self, i: int) -> int:
+        query = {"owner": self.owners[i], "status": "complete"}
+        return sum(int(d.get("size", 0)) for d in self.files.find(query, {"size": 1}))
+
+    def upload(self, i: int, quota_scans: int, id_only: bool) -> None:
+        self.auth(i)
+        for _ in range(quota_scans):
+            self.bytes_used(i)
+        fid = str(uuid.uuid4())
+        self.files.insert_one(
+            {"_id": fid, "owner": self.owners[i], "status": "pending", "created_at": self.now}
+        )
+        self.chunks.insert_one({"files_id": fid, "n": 0, "data": self.payload})
+        self.gfiles.insert_one(
+            {"_id": fid, "length": len(self.payload), "chunkSize": MiB, "filename": fid}
+        )
+        query = {"_id": fid} if id_only else {"_id": fid, "status": "pending"}
+        self.files.update_one(query, {"$set": {"status": "complete", "size": 4096}})
+        if quota_scans == 0:  # the quota as a running total on the user instead
+            self.users.update_one({"public_id": self.owners[i]}, {"$inc": {"bytes_used": 4096}})
+
+    def key_fetch(self, i: int, id_only: bool) -> None:
+        self.auth(i)
+        key = f"rl/keys/user:{self.owners[i]}"
+        self.counters.find_one_and_update(
+            {"_id": key, "expire_at": {"$gt": self.now}}, {"$inc": {"count": 1}}
+        ) or self.counters.replace_one(
+            {"_id": key}, {"count": 1, "expire_at": self.now + timedelta(minutes=1)}, upsert=True
+        )
+        ids = self.ids
         file_id = ids[(i * 7919 + int(time.perf_counter_ns())) % len(ids)]
         if id_only:
-            doc = files.find_one({"_id": file_id})
+            doc = self.files.find_one({"_id": file_id})
             assert doc is not None and doc["status"] == "complete"
         else:
-            assert files.find_one({"_id": file_id, "status": "complete"}) is not None
+            assert self.files.find_one({"_id": file_id, "status": "complete"}) is not None
 
-    variants: dict[str, Callable[[int], Any]] = {
-        "upload as the app: 2 quota scans, update by {_id, status}": lambda i: upload(i, 2, False),
-        "upload, 1 quota scan": lambda i: upload(i, 1, False),
-        "upload, quota as a running total ($inc), update by {_id}": lambda i: upload(i, 0, True),
-        "baseline: GridFS upload_from_stream of 4 KiB": lambda i: small_bucket.upload_from_stream(
-            "s", payload
-        ),
-        "key fetch as the app: files by {_id, status}": lambda i: key_fetch(i, False),
-        "key fetch, files by {_id} (status checked in Python)": lambda i: key_fetch(i, True),
-        "baseline: files.find_one({_id})": lambda i: files.find_one({"_id": ids[i]}),
-    }
+    def variants(self) -> dict[str, Callable[[int], Any]]:
+        files, ids = self.files, self.ids
+        return {
+            "upload as the app: 2 quota scans, update by {_id, status}":
+                lambda i: self.upload(i, 2, False),
+            "upload, 1 quota scan": lambda i: self.upload(i, 1, False),
+            "upload, quota as a running total ($inc), update by {_id}":
+                lambda i: self.upload(i, 0, True),
+            "baseline: GridFS upload_from_stream of 4 KiB":
+                lambda i: self.small_bucket.upload_from_stream("s", self.payload),
+            "key fetch as the app: files by {_id, status}": lambda i: self.key_fetch(i, False),
+            "key fetch, files by {_id} (status checked in Python)":
+                lambda i: self.key_fetch(i, True),
+            "baseline: files.find_one({_id})": lambda i: files.find_one({"_id": ids[i]}),
+        }  # fmt: skip
+
+
+def small_uploads(db: Any, pid: int, pubs: list[str], count: int) -> dict[str, Any]:
+    """Every variant of SmallUploads from 16 threads: requests per second, database CPU each."""
     out: dict[str, Any] = {}
-    for label, fn in variants.items():
+    for label, fn in SmallUploads(db, pubs).variants().items():
         per = count // 16
         cpu0, t0 = cpu_s(pid), time.perf_counter()
         threads = [
@@ -191,6 +210,166 @@ def small_uploads(db: Any, pid: int, blob: bytes, pubs: list[str], count: int) -
             "db_cpu_ms_each": round(1000 * (cpu_s(pid) - cpu0) / (per * 16), 1),
         }
         print("16 threads:", label, out[label], flush=True)
+    return out
+
+
+def writes(db: Any, pid: int, size: int, blob: bytes, tmp: Path) -> dict[str, Any]:
+    """Chunk inserts one by one, in small batches, and GridIn (to a collection of their own)."""
+    out: dict[str, Any] = {}
+    chunks = db["w.chunks"]
+    chunks.create_index([("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1")
+    for label, batch in (("insert_one per chunk", 1), ("insert_many of 4", 4),
+                         ("insert_many of 16", 16)):  # fmt: skip
+        fid = str(uuid.uuid4())
+        docs = list(chunk_docs(fid, size, blob))
+
+        def write(docs: list[dict[str, Any]] = docs, batch: int = batch) -> int:
+            for i in range(0, len(docs), batch):
+                part = docs[i : i + batch]
+                if batch == 1:
+                    chunks.insert_one(part[0])
+                else:
+                    chunks.insert_many(part)
+            return len(docs) * MiB
+
+        with peak_rss(os.getpid()) as mem:
+            out[label] = timed(pid, write)
+        out[label]["client_rss_growth_mib"] = round(mem["growth_mib"], 1)
+        print("write", label, out[label], flush=True)
+    bucket = gridfs.GridFSBucket(db, "g", chunk_size_bytes=MiB)
+    src_path = tmp / "src.bin"
+    with open(src_path, "wb") as f:
+        for _ in range(size):
+            f.write(blob)
+    gridin = "GridIn (upload_from_stream: 48 MB insert_many)"
+    with peak_rss(os.getpid()) as mem, open(src_path, "rb") as src:
+        out[gridin] = timed(pid, lambda: (bucket.upload_from_stream("x", src), size * MiB)[1])
+    out[gridin]["client_rss_growth_mib"] = round(mem["growth_mib"], 1)
+    print("write GridIn", out[gridin], flush=True)
+    return out
+
+
+def reads(chunks: Any, pid: int, size: int, blob: bytes, other_mib: int) -> dict[str, Any]:
+    """Every read shape of one file, alone and after ``other_mib`` MiB of other files' chunks."""
+    target, oid_target = _fill_read_targets(chunks, size, blob)
+    shapes = _read_shapes(chunks, target, oid_target, size - 1)
+    chunk_ids = [d["_id"] for d in chunks.find({"files_id": target}, {"_id": 1}, sort=[("n", 1)])]
+    out: dict[str, Any] = {}
+    for phase, other in (("alone", 0), (f"+{other_mib} MiB of other files", other_mib)):
+        for i in range(0, other, 16):
+            fid = str(uuid.uuid4())
+            chunks.insert_many(
+                [{"files_id": fid, "n": n, "data": blob} for n in range(min(16, other - i))]
+            )
+        stored = chunks.estimated_document_count()
+        out[phase] = {"chunks_in_collection": stored}
+        for label, fn in shapes.items():
+            runs = [timed(pid, fn)]
+            if runs[0]["seconds"] < 10:  # bounded: a slow shape is measured once
+                runs.append(timed(pid, fn))
+            best = max(runs, key=lambda r: r["mib_s"])
+            out[phase][label] = best
+            print("read", phase, f"({stored} chunks)", label, best, flush=True)
+        for label, query, times in (
+            ("one chunk by {files_id, n}", {"files_id": target, "n": size // 2}, 2),
+            ("one chunk by _id", {"_id": chunk_ids[size // 2]}, 20),
+            ("4 chunks by _id $in", {"_id": {"$in": chunk_ids[4:8]}}, 5),
+        ):
+            out[phase][label] = _lookup_chunk(chunks, pid, query, times)
+            print("read", phase, label, out[phase][label], flush=True)
+    return out
+
+
+def _fill_read_targets(chunks: Any, size: int, blob: bytes) -> tuple[str, ObjectId]:
+    """The file to read (string id, as the app's) and its twin under an ObjectId (GridFS's)."""
+    target = str(uuid.uuid4())
+    chunks.insert_many(list(chunk_docs(target, size, blob))[:16])
+    for i in range(16, size, 16):
+        chunks.insert_many(list(chunk_docs(target, size, blob))[i : i + 16])
+    oid_target = ObjectId()
+    for i in range(0, size, 16):
+        chunks.insert_many(
+            [{"files_id": oid_target, "n": n, "data": blob} for n in range(i, min(i + 16, size))]
+        )
+    return target, oid_target
+
+
+def _read_shapes(
+    chunks: Any, target: str, oid_target: ObjectId, last: int
+) -> dict[str, Callable[[], int]]:
+    def reader(query: dict[str, Any], sort: bool, batch: int) -> Callable[[], int]:
+        def read() -> int:
+            cursor = chunks.find(query, sort=[("n", 1)] if sort else None, batch_size=batch)
+            return sum(len(d["data"]) for d in cursor)
+
+        return read
+
+    return {
+        "app: files_id(str) + n range, sort n, batch 4": reader(
+            {"files_id": target, "n": {"$gte": 0, "$lte": last}}, True, 4
+        ),
+        "GridOut shape: files_id(str), sort n, batch 4": reader({"files_id": target}, True, 4),
+        "files_id(str), sort n, batch 1": reader({"files_id": target}, True, 1),
+        "files_id(str), sort n, batch 16": reader({"files_id": target}, True, 16),
+        "files_id(str), no sort, batch 4": reader({"files_id": target}, False, 4),
+        "files_id(ObjectId), sort n, batch 4": reader({"files_id": oid_target}, True, 4),
+    }
+
+
+def _lookup_chunk(chunks: Any, pid: int, query: dict[str, Any], times: int) -> dict[str, float]:
+    """One chunk at a time: latency and database CPU per query."""
+    cpu0, t0 = cpu_s(pid), time.perf_counter()
+    for _ in range(times):
+        if not list(chunks.find(query)):
+            raise RuntimeError(f"nothing found for {query}")
+    return {
+        "ms_per_query": round(1000 * (time.perf_counter() - t0) / times, 1),
+        "db_cpu_ms_per_query": round(1000 * (cpu_s(pid) - cpu0) / times, 1),
+    }
+
+
+def seed_lookups(db: Any) -> tuple[list[str], list[str]]:
+    """500 file records and 50 users (the small-uploads part needs the users' public ids)."""
+    files = db["files"]
+    files.create_index([("owner", 1), ("created_at", -1)])
+    files.create_index([("status", 1), ("heartbeat_at", 1)])
+    ids = [str(uuid.uuid4()) for _ in range(500)]
+    files.insert_many(
+        [{"_id": i, "owner": "o", "status": "complete", "wrapped_key": os.urandom(60)} for i in ids]
+    )
+    users = db["users"]
+    users.create_index("public_id", unique=True)
+    pubs = [str(uuid.uuid4()) for _ in range(50)]
+    users.insert_many([{"public_id": p, "name": p[:8], "password_hash": "x" * 150} for p in pubs])
+    return ids, pubs
+
+
+def lookups(db: Any, pid: int, ids: list[str], pubs: list[str]) -> dict[str, Any]:
+    """The find_one shapes of the request path, 300 times each, one after the other."""
+    files, users = db["files"], db["users"]
+    out: dict[str, Any] = {}
+    for label, fn in (
+        ("files.find_one({_id})", lambda k: files.find_one({"_id": ids[k % 500]})),
+        ("files.find_one({_id, status})",
+         lambda k: files.find_one({"_id": ids[k % 500], "status": "complete"})),
+        ("users.find_one({public_id})", lambda k: users.find_one({"public_id": pubs[k % 50]})),
+        ("quota: files.find({owner, status}), 500 match",
+         lambda k: list(files.find({"owner": "o", "status": "complete"}, {"size": 1}))),
+        ("revoked_tokens.find_one({_id}) (empty)",
+         lambda k: db["revoked_tokens"].find_one({"_id": "x"})),
+    ):  # fmt: skip
+        cpu0, t0 = cpu_s(pid), time.perf_counter()
+        lat = []
+        for k in range(300):
+            s = time.perf_counter()
+            fn(k)
+            lat.append(time.perf_counter() - s)
+        out[label] = {
+            "per_s_sequential": round(300 / (time.perf_counter() - t0)),
+            "median_ms": round(1000 * statistics.median(lat), 2),
+            "db_cpu_ms_each": round(1000 * (cpu_s(pid) - cpu0) / 300, 2),
+        }
+        print("lookup", label, out[label], flush=True)
     return out
 
 
@@ -215,172 +394,15 @@ def main() -> int:
         db = client["probe"]
         chunks = db["c.chunks"]
         chunks.create_index([("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1")
-        size = args.file_mib
-
-        # -- writes (to a collection of their own) ---------------------------------------------
         if "writes" in parts:
-            writes: dict[str, Any] = {}
-            chunks = db["w.chunks"]
-            chunks.create_index([("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1")
-            for label, batch in (("insert_one per chunk", 1), ("insert_many of 4", 4),
-                                 ("insert_many of 16", 16)):  # fmt: skip
-                fid = str(uuid.uuid4())
-                docs = list(chunk_docs(fid, size, blob))
-
-                def write(docs: list[dict[str, Any]] = docs, batch: int = batch) -> int:
-                    for i in range(0, len(docs), batch):
-                        part = docs[i : i + batch]
-                        if batch == 1:
-                            chunks.insert_one(part[0])
-                        else:
-                            chunks.insert_many(part)
-                    return len(docs) * MiB
-
-                with peak_rss(os.getpid()) as mem:
-                    writes[label] = timed(pid, write)
-                writes[label]["client_rss_growth_mib"] = round(mem["growth_mib"], 1)
-                print("write", label, writes[label], flush=True)
-            bucket = gridfs.GridFSBucket(db, "g", chunk_size_bytes=MiB)
-            src_path = Path(tmp) / "src.bin"
-            with open(src_path, "wb") as f:
-                for _ in range(size):
-                    f.write(blob)
-            with peak_rss(os.getpid()) as mem, open(src_path, "rb") as src:
-                writes["GridIn (upload_from_stream: 48 MB insert_many)"] = timed(
-                    pid, lambda: (bucket.upload_from_stream("x", src), size * MiB)[1]
-                )
-            writes["GridIn (upload_from_stream: 48 MB insert_many)"]["client_rss_growth_mib"] = (
-                round(mem["growth_mib"], 1)
-            )
-            print(
-                "write GridIn", writes["GridIn (upload_from_stream: 48 MB insert_many)"], flush=True
-            )
-            results["writes"] = writes
-        chunks = db["c.chunks"]
-
-        # -- reads, as the collection grows --------------------------------------------------
+            results["writes"] = writes(db, pid, args.file_mib, blob, Path(tmp))
         if "reads" in parts:
-            target = str(uuid.uuid4())
-            chunks.insert_many(list(chunk_docs(target, size, blob))[:16])
-            for i in range(16, size, 16):
-                chunks.insert_many(list(chunk_docs(target, size, blob))[i : i + 16])
-            oid_target = ObjectId()
-            for i in range(0, size, 16):
-                chunks.insert_many(
-                    [
-                        {"files_id": oid_target, "n": n, "data": blob}
-                        for n in range(i, min(i + 16, size))
-                    ]
-                )
-            last = size - 1
-
-            def reader(query: dict[str, Any], sort: bool, batch: int) -> Callable[[], int]:
-                def read() -> int:
-                    cursor = chunks.find(query, sort=[("n", 1)] if sort else None, batch_size=batch)
-                    return sum(len(d["data"]) for d in cursor)
-
-                return read
-
-            def lookup(query: dict[str, Any], times: int) -> dict[str, float]:
-                """One chunk at a time: latency and database CPU per query."""
-                cpu0, t0 = cpu_s(pid), time.perf_counter()
-                for _ in range(times):
-                    if not list(chunks.find(query)):
-                        raise RuntimeError(f"nothing found for {query}")
-                return {
-                    "ms_per_query": round(1000 * (time.perf_counter() - t0) / times, 1),
-                    "db_cpu_ms_per_query": round(1000 * (cpu_s(pid) - cpu0) / times, 1),
-                }
-
-            shapes: dict[str, Callable[[], int]] = {
-                "app: files_id(str) + n range, sort n, batch 4": reader(
-                    {"files_id": target, "n": {"$gte": 0, "$lte": last}}, True, 4
-                ),
-                "GridOut shape: files_id(str), sort n, batch 4": reader(
-                    {"files_id": target}, True, 4
-                ),
-                "files_id(str), sort n, batch 1": reader({"files_id": target}, True, 1),
-                "files_id(str), sort n, batch 16": reader({"files_id": target}, True, 16),
-                "files_id(str), no sort, batch 4": reader({"files_id": target}, False, 4),
-                "files_id(ObjectId), sort n, batch 4": reader({"files_id": oid_target}, True, 4),
-            }
-            chunk_ids = [
-                d["_id"] for d in chunks.find({"files_id": target}, {"_id": 1}, sort=[("n", 1)])
-            ]
-            reads: dict[str, Any] = {}
-            for phase, other in (
-                ("alone", 0),
-                (f"+{args.other_mib} MiB of other files", args.other_mib),
-            ):
-                for i in range(0, other, 16):
-                    fid = str(uuid.uuid4())
-                    chunks.insert_many(
-                        [{"files_id": fid, "n": n, "data": blob} for n in range(min(16, other - i))]
-                    )
-                stored = chunks.estimated_document_count()
-                reads[phase] = {"chunks_in_collection": stored}
-                for label, fn in shapes.items():
-                    runs = [timed(pid, fn)]
-                    if runs[0]["seconds"] < 10:  # bounded: a slow shape is measured once
-                        runs.append(timed(pid, fn))
-                    best = max(runs, key=lambda r: r["mib_s"])
-                    reads[phase][label] = best
-                    print("read", phase, f"({stored} chunks)", label, best, flush=True)
-                for label, query, times in (
-                    ("one chunk by {files_id, n}", {"files_id": target, "n": size // 2}, 2),
-                    ("one chunk by _id", {"_id": chunk_ids[size // 2]}, 20),
-                    ("4 chunks by _id $in", {"_id": {"$in": chunk_ids[4:8]}}, 5),
-                ):
-                    reads[phase][label] = lookup(query, times)
-                    print("read", phase, label, reads[phase][label], flush=True)
-            results["reads"] = reads
-
-        # -- lookups ---------------------------------------------------------------------------
-        files = db["files"]
-        files.create_index([("owner", 1), ("created_at", -1)])
-        files.create_index([("status", 1), ("heartbeat_at", 1)])
-        ids = [str(uuid.uuid4()) for _ in range(500)]
-        files.insert_many(
-            [
-                {"_id": i, "owner": "o", "status": "complete", "wrapped_key": os.urandom(60)}
-                for i in ids
-            ]
-        )
-        users = db["users"]
-        users.create_index("public_id", unique=True)
-        pubs = [str(uuid.uuid4()) for _ in range(50)]
-        users.insert_many(
-            [{"public_id": p, "name": p[:8], "password_hash": "x" * 150} for p in pubs]
-        )
+            results["reads"] = reads(chunks, pid, args.file_mib, blob, args.other_mib)
+        ids, pubs = seed_lookups(db)
         if "lookups" in parts:
-            lookups: dict[str, Any] = {}
-            for label, fn in (
-                ("files.find_one({_id})", lambda k: files.find_one({"_id": ids[k % 500]})),
-                ("files.find_one({_id, status})",
-                 lambda k: files.find_one({"_id": ids[k % 500], "status": "complete"})),
-                ("users.find_one({public_id})", lambda k: users.find_one({"public_id": pubs[k % 50]})),
-                ("quota: files.find({owner, status}), 500 match",
-                 lambda k: list(files.find({"owner": "o", "status": "complete"}, {"size": 1}))),
-                ("revoked_tokens.find_one({_id}) (empty)",
-                 lambda k: db["revoked_tokens"].find_one({"_id": "x"})),
-            ):  # fmt: skip
-                cpu0, t0 = cpu_s(pid), time.perf_counter()
-                lat = []
-                for k in range(300):
-                    s = time.perf_counter()
-                    fn(k)
-                    lat.append(time.perf_counter() - s)
-                lookups[label] = {
-                    "per_s_sequential": round(300 / (time.perf_counter() - t0)),
-                    "median_ms": round(1000 * statistics.median(lat), 2),
-                    "db_cpu_ms_each": round(1000 * (cpu_s(pid) - cpu0) / 300, 2),
-                }
-                print("lookup", label, lookups[label], flush=True)
-            results["lookups"] = lookups
+            results["lookups"] = lookups(db, pid, ids, pubs)
         if "small" in parts:
-            results["small_uploads"] = small_uploads(
-                client["probe_small"], pid, blob, pubs, args.uploads
-            )
+            results["small_uploads"] = small_uploads(client["probe_small"], pid, pubs, args.uploads)
         client.close()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

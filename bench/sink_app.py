@@ -1,8 +1,8 @@
 """A tiny WSGI app for the benchmarks only: never imported by the service, never deployed.
 
-bench/run.py serves it with gunicorn, with the same options as the launcher's gunicorn, on its own
-loopback port, to measure what the HTTP stack alone can do and to prove that the RSS sampler sees
-memory growth when a server does buffer a body:
+bench/harness.py (SinkServer) serves it as ``bench.sink_app:app`` with gunicorn, with the same
+options as the launcher's gunicorn, on its own loopback port, to measure what the HTTP stack alone
+can do and to prove that the RSS sampler sees memory growth when a server does buffer a body:
 
 - ``POST /sink``: read the body in ``block`` bytes (default 1 MiB, like the app's BODY_BLOCK) and
   discard it; answers the byte count. The HTTP stack's upload ceiling.

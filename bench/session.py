@@ -1,0 +1,197 @@
+"""One bench run's state and what every row family needs from it: the sizes, ``--only``, the
+rows so far, the run facts (``meta``), the temp dir with its random data file, the running
+launcher with a pymongo client on its database, and CPU accounting around a measurement."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gridfs
+import pymongo
+
+from bench.client import connection
+from bench.common import GiB, MiB, log
+from bench.harness import Launcher, SinkServer, default_setting
+from bench.report import Row, fmt
+from bench.sampling import cmdline, cpu_seconds
+
+DB_NAME = "cryptofiles"  # the launcher's default MONGODB_DB (we strip MONGODB_* from its env)
+PASSWORD = "bench-password-1"  # noqa: S105 (a throwaway account in a temp database)
+
+
+@dataclasses.dataclass
+class Sizes:
+    small: int  # "64MiB" rows
+    large: int  # "512MiB" rows
+    huge: int  # "1GiB" RSS rows
+    encrypt: int  # encrypt_only
+    small_uploads: int  # small_upload_4KiB_c16 (total over all clients)
+    key_fetches: int  # key_fetch_c16 (total)
+    reps_small: int  # repetitions (ours and baseline, interleaved) of the 64 MiB transfers
+    reps_large: int
+    warmup: int  # the warm-up file before the idle RSS
+
+
+FULL = Sizes(64 * MiB, 512 * MiB, GiB, 256 * MiB, 800, 800, 3, 1, 8 * MiB)
+QUICK = Sizes(8 * MiB, 32 * MiB, 128 * MiB, 32 * MiB, 160, 320, 1, 1, 4 * MiB)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sizes = QUICK if args.quick else FULL
+        self.only = [s.strip() for s in args.only.split(",")] if args.only else None
+        self.server_env = dict(kv.split("=", 1) for kv in args.server_env)
+        self.rows: list[Row] = []
+        self.meta: dict[str, Any] = {}
+        self.tmp = Path(tempfile.mkdtemp(prefix="cryptofiles-bench-"))
+        self.data = self.tmp / "random.bin"
+        self.launcher: Launcher | None = None
+        self.sink: SinkServer | None = None
+        self.client: pymongo.MongoClient[dict[str, Any]] | None = None
+        self.token = ""
+
+    def wanted(self, *names: str) -> bool:
+        # Either side may be a prefix: --only upload_ picks upload_64MiB; "rss_" matches
+        # --only rss_upload_1GiB.
+        return self.only is None or any(
+            n.startswith(o) or o.startswith(n) for n in names for o in self.only
+        )
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        met = row.goal.met(row) if row.goal else None
+        verdict = {True: ", goal met", False: ", goal NOT met", None: ""}[met]
+        base = f" (baseline {fmt(row.baseline)}, ratio {fmt(row.ratio, 2)})" if row.baseline else ""
+        log(f"{row.name}: {fmt(row.value)} {row.unit}{base}{verdict}")
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def make_data(self) -> None:
+        size = max(self.sizes.huge, self.sizes.large, self.sizes.small)
+        log(f"writing {size // MiB} MiB of random data to {self.data}")
+        with open(self.data, "wb") as out:
+            for _ in range(size // MiB):
+                out.write(os.urandom(MiB))
+
+    def start_server(self, var: str) -> Launcher:
+        log(f"starting the launcher (python -m cryptofiles.serve), var dir {var} ...")
+        launcher = Launcher(self.tmp / var, self.server_env)
+        self.launcher = launcher
+        launcher.wait_ready()
+        self.client = pymongo.MongoClient(launcher.uri)
+        settings = {
+            k: launcher.env.get(k, default)
+            for k, default in (
+                ("WEB_WORKERS", default_setting("web_workers")),
+                ("WEB_CONNECTIONS", default_setting("web_connections")),
+            )
+        }
+        self.meta.setdefault("server", {})[var] = {
+            "port": launcher.port,
+            "database_uri": launcher.uri,
+            "database_pid": launcher.db_pid,
+            "database_command": cmdline(launcher.db_pid) if launcher.db_pid else None,
+            "gunicorn": [cmdline(p) for p in launcher.server_pids()],
+            **settings,
+            "server_env_overrides": self.server_env,
+        }
+        log(f"server on port {launcher.port}, database {launcher.uri} (pid {launcher.db_pid})")
+        return launcher
+
+    def register(self, name: str) -> str:
+        """A new account and its token (waits out a rate limit's 429 once, up to 65 s)."""
+        assert self.launcher
+        port = self.launcher.port
+        calls = (
+            ("POST", "/registration", {"New_User_Name": name, "New_User_Password": PASSWORD}, 201),
+            ("GET", "/login", {"User_Name": name, "User_Password": PASSWORD}, 200),
+        )
+        body = b""
+        for method, path, headers, expected in calls:
+            for attempt in range(2):
+                conn = connection(port, 60)
+                try:
+                    conn.request(method, path, headers=headers)
+                    response = conn.getresponse()
+                    body = response.read()
+                finally:
+                    conn.close()
+                if response.status == 429 and attempt == 0:
+                    wait = min(int(response.getheader("Retry-After") or 60), 65)
+                    log(f"{path}: rate-limited (429); waiting {wait} s")
+                    time.sleep(wait)
+                    continue
+                if response.status != expected:
+                    raise RuntimeError(
+                        f"{method} {path} for {name}: {response.status} {body[:200]!r}"
+                    )
+                break
+        return body.decode().strip()
+
+    @property
+    def port(self) -> int:
+        assert self.launcher
+        return self.launcher.port
+
+    @property
+    def db(self) -> Any:
+        assert self.client is not None
+        return self.client[DB_NAME]
+
+    def bucket(self, name: str) -> gridfs.GridFSBucket:
+        return gridfs.GridFSBucket(self.db, name, chunk_size_bytes=MiB)
+
+    def groups(self) -> dict[str, Callable[[], list[int]]]:
+        assert self.launcher
+        return {"server": self.launcher.server_pids, "db": self.launcher.db_pids}
+
+    def cpu(self) -> dict[str, float]:
+        assert self.launcher
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "server_cpu_s": cpu_seconds(self.launcher.server_pids()),
+            "db_cpu_s": cpu_seconds(self.launcher.db_pids()),
+            "client_cpu_s": usage.ru_utime + usage.ru_stime,
+        }
+
+    def measured(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one transfer and add the CPU seconds each side spent on it."""
+        assert self.launcher
+        self.launcher.check_alive()
+        before = self.cpu()
+        result = fn()
+        after = self.cpu()
+        result.update({k: round(after[k] - before[k], 2) for k in before})
+        return result
+
+    def stop_server(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.launcher is not None:
+            log("stopping the launcher")
+            self.launcher.stop()
+            self.launcher = None
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_server()
+        if self.sink is not None:
+            with contextlib.suppress(Exception):
+                self.sink.stop()
+            self.sink = None
+        if self.args.keep:
+            log(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
