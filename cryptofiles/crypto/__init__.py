@@ -31,6 +31,8 @@ from cryptofiles.crypto.layout import (
 )
 from cryptofiles.crypto.stream import (
     Encryptor,
+    ReadPieces,
+    decrypt_range,
     decrypt_segments,
     decrypt_stream,
     encrypt_stream,
@@ -50,7 +52,9 @@ __all__ = [
     "Encryptor",
     "KeyRing",
     "KeyRingError",
+    "ReadPieces",
     "ciphertext_size",
+    "decrypt_range",
     "decrypt_segments",
     "decrypt_stream",
     "encrypt_stream",

@@ -17,7 +17,7 @@ Ciphertext segments are exactly ``SEGMENT_SIZE`` (1 MiB) long except the last on
 is 40 bytes shorter so that header + segment 0 also fill exactly 1 MiB.  That alignment is why
 the GridFS chunk size equals ``SEGMENT_SIZE``: GridFS chunk i *is* ciphertext segment i (chunk
 0 starting with the header), so a plaintext byte range can be served by fetching and
-decrypting only the chunks it touches (see ``decrypt_segments``).
+decrypting only the chunks it touches (see ``decrypt_range``).
 
 The segment index in the nonce stops reordering/dropping/duplicating segments, the
 last-segment flag stops truncation at a segment boundary and appending, and the per-file
@@ -27,6 +27,7 @@ though the prefix is only 7 bytes).
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -49,11 +50,16 @@ from cryptofiles.crypto.layout import (
     TAG_SIZE,
     Buffer,
     check_key,
+    plaintext_offset_of_segment,
+    plaintext_segment_range,
+    segment_count,
 )
 from cryptofiles.crypto.segmenter import Segmenter, as_byte_view
 
 __all__ = [
     "Encryptor",
+    "ReadPieces",
+    "decrypt_range",
     "decrypt_segments",
     "decrypt_stream",
     "encrypt_stream",
@@ -290,3 +296,61 @@ def _decrypt_segment_list(
             raise DecryptionError(f"segment {index} has the wrong length ({len(data)} bytes)")
         yield opener.open(index, data, last)
         index += 1
+
+
+# ------------------------------------------------------------------------ ranged decryption
+
+ReadPieces = Callable[[int, int], Iterable[Buffer]]
+"""Reads stored pieces ``first``..``last`` (inclusive), in order.
+
+Piece i is what ``encrypt_stream`` yielded as piece i: ciphertext segment i, with piece 0
+starting with the header (so with the GridFS chunk size equal to ``SEGMENT_SIZE``, piece i is
+chunk i).
+"""
+
+
+def decrypt_range(
+    key: bytes, read_pieces: ReadPieces, start: int, stop: int, *, ciphertext_size: int
+) -> Iterator[bytes]:
+    """Plaintext bytes ``start`` up to ``stop`` (exclusive) of a stored file, read piecewise.
+
+    Reads only the pieces the range touches, plus piece 0 for the header when the range starts
+    later (as age's ``DecryptReaderAt`` does), so the caller only fetches what it is asked for
+    and never needs to know the layout. ``ciphertext_size`` (the stored length) says which
+    segment is the last one; see ``decrypt_segments`` for why trusting it is safe. Nothing is
+    read before the first item is asked for; an empty range reads nothing.
+    """
+    key = check_key(key)
+    if stop <= start:
+        return iter(())
+    first, last = plaintext_segment_range(start, stop - 1)
+    skip = start - plaintext_offset_of_segment(first)
+    return _decrypt_range(key, read_pieces, (first, last), skip, stop - start, ciphertext_size)
+
+
+def _decrypt_range(
+    key: bytes,
+    read_pieces: ReadPieces,
+    span: tuple[int, int],
+    skip: int,
+    remaining: int,
+    ciphertext_size: int,
+) -> Iterator[bytes]:
+    first, last = span
+    segments: Iterator[Buffer]
+    if first == 0:  # piece 0 holds the header, then segment 0
+        pieces = iter(read_pieces(0, last))
+        piece0 = next(pieces)
+        header = bytes(piece0[:HEADER_SIZE])
+        segments = itertools.chain([piece0[HEADER_SIZE:]], pieces)
+    else:
+        header = bytes(next(iter(read_pieces(0, 0)))[:HEADER_SIZE])
+        segments = iter(read_pieces(first, last))
+    total = segment_count(ciphertext_size)
+    for plain in decrypt_segments(key, header, first, segments, total_segments=total):
+        piece = plain[skip : skip + remaining]
+        skip = 0
+        remaining -= len(piece)
+        yield piece
+        if remaining <= 0:
+            return
