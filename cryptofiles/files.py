@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import itertools
 import logging
 import re
@@ -243,32 +244,16 @@ class FileService:
         if byte_range is None:
             yield from crypto.decrypt_stream(key, self.ciphertext(record))
             return
-        if byte_range.length <= 0:
-            return
-        first, last = crypto.plaintext_segment_range(byte_range.start, byte_range.stop - 1)
-        segments: Iterator[bytes]
-        if first == 0:  # chunk 0 holds the header, then segment 0
-            chunks = self.storage.read_chunks(record.id, record.stored_size, 0, last)
-            chunk0 = next(chunks)
-            header = chunk0[: crypto.HEADER_SIZE]
-            segments = itertools.chain([chunk0[crypto.HEADER_SIZE :]], chunks)
-        else:
-            header = self._header(record)
-            segments = self.storage.read_chunks(record.id, record.stored_size, first, last)
-        skip = byte_range.start - crypto.plaintext_offset_of_segment(first)
-        remaining = byte_range.length
-        total = crypto.segment_count(record.stored_size)
-        for plain in crypto.decrypt_segments(key, header, first, segments, total_segments=total):
-            piece = plain[skip : skip + remaining]
-            skip = 0
-            remaining -= len(piece)
-            yield piece
-            if remaining <= 0:
-                return
-
-    def _header(self, record: FileRecord) -> bytes:
-        chunk0 = next(self.storage.read_chunks(record.id, record.stored_size, 0, 0))
-        return bytes(chunk0[: crypto.HEADER_SIZE])
+        # The format decides which chunks a range needs (chunk i is ciphertext segment i);
+        # this service only fetches them.
+        read_chunks = functools.partial(self.storage.read_chunks, record.id, record.stored_size)
+        yield from crypto.decrypt_range(
+            key,
+            read_chunks,
+            byte_range.start,
+            byte_range.stop,
+            ciphertext_size=record.stored_size,
+        )
 
     def list(
         self, owner: str, *, limit: int, cursor: str | None = None

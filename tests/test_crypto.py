@@ -404,6 +404,53 @@ def test_decrypt_segments_argument_checks(key: bytes) -> None:
             crypto.decrypt_segments(key, header, first, [], total_segments=total)
 
 
+def stored_pieces(ciphertext: bytes) -> list[bytes]:
+    """The ciphertext cut as it is stored: piece i is segment i, piece 0 with the header."""
+    return [ciphertext[i : i + SEGMENT_SIZE] for i in range(0, len(ciphertext), SEGMENT_SIZE)]
+
+
+@pytest.mark.parametrize(("start", "end"), [*RANGES, (3, 2)])
+def test_decrypt_range_reads_only_what_it_needs(
+    sample: tuple[bytes, bytes, bytes], start: int, end: int
+) -> None:
+    key, plaintext, ciphertext = sample
+    pieces = stored_pieces(ciphertext)
+    reads: list[tuple[int, int]] = []
+
+    def read_pieces(first: int, last: int) -> Iterator[bytes]:
+        reads.append((first, last))
+        return iter(pieces[first : last + 1])
+
+    stream = crypto.decrypt_range(key, read_pieces, start, end + 1, ciphertext_size=len(ciphertext))
+    assert reads == []  # nothing is fetched before the first byte is asked for
+    assert b"".join(stream) == plaintext[start : end + 1]
+    if end < start:
+        assert reads == []
+        return
+    first, last = crypto.plaintext_segment_range(start, end)
+    assert reads == ([(0, last)] if first == 0 else [(0, 0), (first, last)])
+
+
+def test_decrypt_range_rejects_a_wrong_key_or_length(sample: tuple[bytes, bytes, bytes]) -> None:
+    key, _, ciphertext = sample
+    pieces = stored_pieces(ciphertext)
+
+    def read_pieces(first: int, last: int) -> Iterator[bytes]:
+        return iter(pieces[first : last + 1])
+
+    for wrong_key, size in [
+        (crypto.new_file_key(), len(ciphertext)),
+        (key, crypto.ciphertext_size(FIRST + 10)),
+    ]:
+        # A stored length of two segments makes segment 1 the last one: its tag check fails.
+        with pytest.raises(DecryptionError):
+            b"".join(
+                crypto.decrypt_range(wrong_key, read_pieces, FIRST, FIRST + 1, ciphertext_size=size)
+            )
+    with pytest.raises(ValueError):
+        crypto.decrypt_range(bytes(5), read_pieces, 0, 1, ciphertext_size=len(ciphertext))
+
+
 @pytest.mark.parametrize(
     ("start", "end", "expected"),
     [

@@ -1,0 +1,67 @@
+"""All cryptography of the service: per-file streaming encryption and the master key ring.
+
+This package is the only part of the service that imports AEAD or KDF primitives; everything
+else calls the names re-exported here (``from cryptofiles import crypto``; ``crypto.X``). The
+standalone recovery tool ``scripts/decrypt_file.py`` deliberately re-implements decryption so
+that it works without this package.
+
+- ``stream``: the file format (Tink's AES-GCM-HKDF streaming), encryption and decryption, whole
+  or by segment range.
+- ``layout``: the format's constants and size arithmetic (which segment holds which byte).
+- ``segmenter``: cutting a stream of pieces into segments without copying big pieces.
+- ``keyring``: the master keys that wrap each file key, bound to its file and owner.
+- ``errors``: ``CryptoError`` and its subclasses.
+"""
+
+from cryptofiles.crypto.errors import CryptoError, DecryptionError, KeyRingError
+from cryptofiles.crypto.keyring import KeyRing, wrap_aad
+from cryptofiles.crypto.layout import (
+    ALGORITHM,
+    FORMAT,
+    HEADER_SIZE,
+    KEY_SIZE,
+    SEGMENT_SIZE,
+    TAG_SIZE,
+    Buffer,
+    ciphertext_size,
+    plaintext_offset_of_segment,
+    plaintext_segment_range,
+    plaintext_size,
+    segment_count,
+)
+from cryptofiles.crypto.stream import (
+    Encryptor,
+    ReadPieces,
+    decrypt_range,
+    decrypt_segments,
+    decrypt_stream,
+    encrypt_stream,
+    new_file_key,
+)
+
+__all__ = [
+    "ALGORITHM",
+    "FORMAT",
+    "HEADER_SIZE",
+    "KEY_SIZE",
+    "SEGMENT_SIZE",
+    "TAG_SIZE",
+    "Buffer",
+    "CryptoError",
+    "DecryptionError",
+    "Encryptor",
+    "KeyRing",
+    "KeyRingError",
+    "ReadPieces",
+    "ciphertext_size",
+    "decrypt_range",
+    "decrypt_segments",
+    "decrypt_stream",
+    "encrypt_stream",
+    "new_file_key",
+    "plaintext_offset_of_segment",
+    "plaintext_segment_range",
+    "plaintext_size",
+    "segment_count",
+    "wrap_aad",
+]

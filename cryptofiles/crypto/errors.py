@@ -1,0 +1,22 @@
+"""The errors of the crypto package: one base class, one error per thing that can be rejected."""
+
+from __future__ import annotations
+
+__all__ = ["CryptoError", "DecryptionError", "KeyRingError"]
+
+
+class CryptoError(Exception):
+    """Base class of the crypto package's errors."""
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext rejected: tampered, truncated, reordered, wrong key or bad header.
+
+    Messages describe *where* decryption failed, never key material or plaintext.
+    The causes are deliberately not distinguished further: with AEAD a wrong key and
+    a modified segment look identical, and callers must treat both the same way.
+    """
+
+
+class KeyRingError(CryptoError):
+    """Bad key ring configuration, unknown KEK id, or a wrapped key that fails to unwrap."""
