@@ -12,14 +12,13 @@ import base64
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request, url_for
 from werkzeug.http import parse_options_header
 
 from cryptofiles import auth, connection, crypto
-from cryptofiles.auth import Authenticator, PasswordHasher, TokenService, token_required
+from cryptofiles.auth import Authenticator, token_required
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.connection import ClientStalled
@@ -37,7 +36,10 @@ from cryptofiles.ratelimit import (
     limited,
     password_checked,
 )
+from cryptofiles.services import Services, build_services
 from cryptofiles.storage import FileRecord, Storage
+
+EXTENSION_KEY = "cryptofiles"
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Flask:
@@ -47,55 +49,37 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fl
     # Uploads stream through our own size guard; Flask's limit would only apply to form parsing.
     app.config["MAX_CONTENT_LENGTH"] = None
 
-    storage = Storage(
-        settings.mongodb_uri,
-        settings.mongodb_db,
-        timeout_ms=settings.mongodb_timeout_ms,
-        write_concern=settings.mongodb_write_concern,
-    )
-    storage.ensure_indexes()
-    authenticator = Authenticator(
-        storage,
-        PasswordHasher(
-            settings.password_hash,
-            settings.password_hash_concurrency,
-            settings.password_hash_queue,
-            # Every check costs one hash per method in use (see PasswordHasher.verify).
-            methods_in_use=storage.password_hash_methods(),
-        ),
-        TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
-        clock,
-    )
-    files = FileService(
-        storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
-    )
-    files.sweep()  # leftovers of uploads that a crash interrupted
-    app.extensions["cryptofiles.settings"] = settings
-    app.extensions["cryptofiles.storage"] = storage
-    app.extensions["cryptofiles.files"] = files
-    app.extensions[auth.EXTENSION_KEY] = authenticator
+    services = build_services(settings, clock=clock)
+    services.files.sweep()  # leftovers of uploads that a crash interrupted
+    app.extensions[EXTENSION_KEY] = services
+    app.extensions[auth.EXTENSION_KEY] = services.accounts  # for token_required
 
     register_error_handlers(app)
     connection.init_idle_limit(app, settings.idle_timeout_seconds)
     init_request_logging(app)
     init_metrics(app, settings.metrics_token)
-    create_limiter(app, storage)
+    create_limiter(app, services.storage)
     register_routes(app)
     register_file_routes(app)
     register_docs(app)
     return app
 
 
+def services_of(app: Flask) -> Services:
+    """The services an app was built with (tests reach the database through this)."""
+    return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
 def _authenticator() -> Authenticator:
-    return current_app.extensions[auth.EXTENSION_KEY]  # type: ignore[no-any-return]
+    return services_of(current_app).accounts
 
 
 def _storage() -> Storage:
-    return current_app.extensions["cryptofiles.storage"]  # type: ignore[no-any-return]
+    return services_of(current_app).storage
 
 
 def _files() -> FileService:
-    return current_app.extensions["cryptofiles.files"]  # type: ignore[no-any-return]
+    return services_of(current_app).files
 
 
 def reply(text: str, status: int = 200, json: dict[str, Any] | None = None) -> Response:
@@ -109,7 +93,7 @@ def reply(text: str, status: int = 200, json: dict[str, Any] | None = None) -> R
 
 
 def register_routes(app: Flask) -> None:
-    settings: Settings = app.extensions["cryptofiles.settings"]
+    settings = services_of(app).settings
 
     @app.post("/registration")
     @limited(app, settings.rate_limit_registration, client_address, "registration")
@@ -332,7 +316,7 @@ def ranged_response(
 
 
 def register_file_routes(app: Flask) -> None:
-    settings: Settings = app.extensions["cryptofiles.settings"]
+    settings = services_of(app).settings
 
     @app.post("/upload")
     @token_required

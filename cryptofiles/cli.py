@@ -37,7 +37,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -45,8 +45,8 @@ from cryptofiles import __version__
 
 if TYPE_CHECKING:  # the server-side modules are imported by the commands that need them only
     from cryptofiles.config import Settings
-    from cryptofiles.files import FileService, RewrapReport
-    from cryptofiles.storage import Storage
+    from cryptofiles.files import RewrapReport
+    from cryptofiles.services import Services
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -877,14 +877,14 @@ def redacted(uri: str) -> str:
 
 
 @contextlib.contextmanager
-def open_storage(settings: Settings) -> Iterator[Storage]:
-    from cryptofiles.storage import DatabaseUnavailable, Storage, StorageError
+def open_services(settings: Settings) -> Iterator[Services]:
+    """The server's own services (``services.build_services``), with database errors as CliError."""
+    from cryptofiles.services import build_services, open_storage
+    from cryptofiles.storage import DatabaseUnavailable, StorageError
 
-    storage = Storage(
-        settings.mongodb_uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms
-    )
+    storage = open_storage(settings)
     try:
-        yield storage
+        yield build_services(settings, storage=storage)
     except DatabaseUnavailable:
         raise CliError(
             f"cannot reach the database at {redacted(settings.mongodb_uri)}", EXIT_UNREACHABLE
@@ -895,18 +895,12 @@ def open_storage(settings: Settings) -> Iterator[Storage]:
         storage.close()
 
 
-def file_service(storage: Storage, settings: Settings) -> FileService:
-    from cryptofiles.clock import utcnow
-    from cryptofiles.files import FileService
-
-    return FileService(storage, settings.master_keys, utcnow, settings.max_upload_bytes)
-
-
 def cmd_admin_init_db(args: argparse.Namespace) -> int:
     settings = admin_settings(args.secrets_file)
-    with open_storage(settings) as storage:
-        storage.ensure_indexes()
-        revocations = "TTL" if storage.ttl_supported else "plain; the server purges expired rows"
+    with open_services(settings) as services:  # building them ensures the indexes
+        revocations = (
+            "TTL" if services.storage.ttl_supported else "plain; the server purges expired rows"
+        )
     print(f"Database {settings.mongodb_db!r} at {redacted(settings.mongodb_uri)}: indexes ensured")
     print("  users: unique_name, unique_public_id")
     print(f"  revoked_tokens: expires_at ({revocations})")
@@ -917,8 +911,8 @@ def cmd_admin_init_db(args: argparse.Namespace) -> int:
 
 def cmd_admin_sweep(args: argparse.Namespace) -> int:
     settings = admin_settings(args.secrets_file)
-    with open_storage(settings) as storage:
-        report = file_service(storage, settings).sweep(orphans=True)
+    with open_services(settings) as services:
+        report = services.files.sweep(orphans=True)
     print(
         f"Swept: unfinished={report.unfinished} orphans={report.orphans}"
         f" ownerless={report.ownerless}"
@@ -927,18 +921,15 @@ def cmd_admin_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_create_user(args: argparse.Namespace) -> int:
-    from cryptofiles.auth import Authenticator, InvalidAccountData, PasswordHasher, TokenService
-    from cryptofiles.clock import utcnow
+    from cryptofiles.auth import InvalidAccountData
     from cryptofiles.storage import NameTaken
 
     password = read_password(args, confirm=True)
     settings = admin_settings(args.secrets_file)
-    tokens = TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes))
-    with open_storage(settings) as storage:
-        storage.ensure_indexes()  # the unique name index is what makes names unique
-        accounts = Authenticator(storage, PasswordHasher(settings.password_hash, 1), tokens, utcnow)
+    # Building the services ensures the unique name index, which is what makes names unique.
+    with open_services(settings) as services:
         try:
-            user = accounts.register(args.name, password)
+            user = services.accounts.register(args.name, password)
         except InvalidAccountData as exc:
             raise CliError(str(exc)) from None
         except NameTaken:
@@ -965,8 +956,8 @@ def rotate_configured_ring(args: argparse.Namespace) -> int:
     if args.key_id:
         raise CliError("--key-id applies only to a key ring kept in the secrets file", EXIT_USAGE)
     settings = admin_settings(args.secrets_file)
-    with open_storage(settings) as storage:
-        report = file_service(storage, settings).rewrap_all()
+    with open_services(settings) as services:
+        report = services.files.rewrap_all()
     print_rewrap(report, settings.master_keys.active_id)
     print(
         "MASTER_KEYS comes from the environment, so nothing was edited. To add a key, put a new "
@@ -990,12 +981,14 @@ def rotate_secrets_file_ring(args: argparse.Namespace) -> int:
     # A default id per UTC day makes a re-run (after an interruption, or after the server's
     # restart) finish the same rotation instead of adding yet another key.
     new_id = args.key_id or "k" + datetime.now(UTC).strftime("%Y%m%d")
-    with open_storage(settings) as storage:
-        storage.ping()  # no new key while the database cannot be re-wrapped anyway
+    from cryptofiles.services import build_services
+
+    with open_services(settings) as services:
+        services.storage.ping()  # no new key while the database cannot be re-wrapped anyway
         added = add_master_key(secrets_file, settings, new_id, current)
         # Wrap under what the file now holds, so no key is ever wrapped under an unsaved master.
         settings = admin_settings(secrets_file)
-        report = file_service(storage, settings).rewrap_all()
+        report = build_services(settings, storage=services.storage).files.rewrap_all()
     print_rewrap(report, new_id)
     if added or report.rewrapped:
         print(

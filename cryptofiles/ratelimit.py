@@ -155,8 +155,9 @@ def password_checked(app: Flask) -> Callable[[F], F]:
     ``auth.Authenticator`` refuses to check a password in a request that did not come through
     here, so a new route cannot forget the limit.
     """
-    settings = app.extensions["cryptofiles.settings"]
-    storage: Storage = app.extensions["cryptofiles.storage"]
+    services = app.extensions["cryptofiles"]  # app.EXTENSION_KEY
+    settings = services.settings
+    storage: Storage = services.storage
     limiter: Limiter = app.extensions[EXTENSION_KEY]
     by_name = limiter.shared_limit(
         settings.rate_limit_login_name,

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import LocalDatabase
@@ -71,7 +71,7 @@ def settings(settings_values: dict[str, str]) -> Settings:
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     storage.client.drop_database(settings.mongodb_db)
     storage.close()
 
@@ -87,7 +87,7 @@ def make_app(app: Flask, settings_values: dict[str, str]) -> Iterator[Callable[.
 
     yield make
     for other in made:
-        other.extensions["cryptofiles.storage"].close()
+        services_of(other).storage.close()
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def db(app: Flask) -> Any:
     """The test's database, for asserting what was (not) stored."""
-    return app.extensions["cryptofiles.storage"].db
+    return services_of(app).storage.db
 
 
 class Accounts:

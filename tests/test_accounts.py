@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
+from cryptofiles.app import services_of
 from cryptofiles.storage import NameTaken, Storage
 from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts
 
@@ -167,7 +168,7 @@ def test_a_name_differing_only_in_case_is_taken(client: FlaskClient, db: Any, va
 
 
 def test_concurrent_registrations_of_case_variants_make_one_account(app: Flask, db: Any) -> None:
-    storage: Storage = app.extensions["cryptofiles.storage"]
+    storage: Storage = services_of(app).storage
     variants = ["racer", "RACER", "Racer", "rAcEr", "raceR", "RaCeR"]
     start = threading.Barrier(len(variants))
 
@@ -344,7 +345,7 @@ def test_logout_revokes_only_that_token(client: FlaskClient, accounts: Accounts,
 def test_logout_holds_for_every_app_instance(
     settings: Any, accounts: Accounts, client: FlaskClient
 ) -> None:
-    from cryptofiles.app import create_app
+    from cryptofiles.app import create_app, services_of
 
     token = accounts.token()
     other_app = create_app(settings)
@@ -354,7 +355,7 @@ def test_logout_holds_for_every_app_instance(
         client.post("/logout", headers=accounts.headers(token))
         assert other_instance.get("/test_login", headers=accounts.headers(token)).status_code == 401
     finally:
-        other_app.extensions["cryptofiles.storage"].close()
+        services_of(other_app).storage.close()
 
 
 def test_token_of_deleted_user_is_refused(client: FlaskClient, accounts: Accounts, db: Any) -> None:
@@ -365,7 +366,7 @@ def test_token_of_deleted_user_is_refused(client: FlaskClient, accounts: Account
 
 def test_revoked_tokens_expire(app: Any, db: Any) -> None:
     """MongoDB drops expired rows through a TTL index; where the server has none, we purge them."""
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     indexes = db.revoked_tokens.index_information()
     if storage.ttl_supported:
         assert indexes["expire_revoked_tokens"]["expireAfterSeconds"] == 0

@@ -28,7 +28,7 @@ from flask.testing import FlaskClient
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cryptofiles import auth
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from cryptofiles.auth import Authenticator, Busy, InvalidToken, PasswordHasher, TokenService
 from cryptofiles.config import DEFAULT_PASSWORD_HASH, Settings
 from cryptofiles.crypto import KeyRing
@@ -48,7 +48,7 @@ def whoami(client: FlaskClient, token: str) -> Any:
 
 
 def authenticator_of(app: Flask) -> Authenticator:
-    return app.extensions[auth.EXTENSION_KEY]  # type: ignore[no-any-return]
+    return services_of(app).accounts
 
 
 # -- crafting tokens by hand --------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class Forge:
 
     @property
     def secret(self) -> str:
-        return self.app.extensions["cryptofiles.settings"].secret_key  # type: ignore[no-any-return]
+        return services_of(self.app).settings.secret_key
 
     @property
     def tokens(self) -> TokenService:
@@ -134,7 +134,7 @@ def token_app(mongodb_uri: str, master_keys: str) -> Iterator[tuple[Flask, str, 
     """One app for the read-only token tests, with two users: (app, victim id, other id)."""
     settings = Settings.from_mapping(fresh_settings_values(mongodb_uri, master_keys))
     app = create_app(settings)
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     now = datetime.now(UTC)
     victim = storage.create_user("victim", "not-a-usable-hash", now)
     other = storage.create_user("other", "not-a-usable-hash", now)
@@ -314,12 +314,12 @@ def test_expired_login_token_is_refused(
 ) -> None:
     accounts.register("User1")
     past = datetime.now(UTC) - timedelta(minutes=31)
-    settings = app.extensions["cryptofiles.settings"]
+    settings = services_of(app).settings
     stale_app = create_app(settings, clock=lambda: past)
     try:
         token = login(stale_app.test_client(), "User1", PASSWORD).text
     finally:
-        stale_app.extensions["cryptofiles.storage"].close()
+        services_of(stale_app).storage.close()
     assert whoami(client, token).status_code == 401
 
 
@@ -521,7 +521,7 @@ def test_login_rehashes_when_the_cost_changed(
     accounts.register("User1")
 
     def stored() -> str:
-        return db.users.find_one({"name": "User1"})["password_hash"]  # type: ignore[no-any-return]
+        return db.users.find_one({"name": "User1"})["password_hash"]
 
     old_hash = stored()
     assert old_hash.startswith(TEST_PASSWORD_HASH + "$")

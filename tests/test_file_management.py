@@ -10,6 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cryptofiles import crypto
+from cryptofiles.app import services_of
 from tests.conftest import Accounts
 
 FIRST = crypto.SEGMENT_SIZE - crypto.HEADER_SIZE - crypto.TAG_SIZE  # plaintext in segment 0
@@ -168,8 +169,8 @@ def test_interrupted_delete_is_unservable_and_swept(
     app: Any, client: FlaskClient, alice: str, db: Any
 ) -> None:
     file_id = upload(client, alice, os.urandom(2 << 20))
-    storage = app.extensions["cryptofiles.storage"]
-    files = app.extensions["cryptofiles.files"]
+    storage = services_of(app).storage
+    files = services_of(app).files
     storage.shred_file(file_id, files.clock())  # a crash right after the first step
     record = db.files.find_one({"_id": file_id})
     assert "wrapped_key" not in record  # the key is gone first: what remains is unreadable
@@ -226,7 +227,7 @@ def test_plaintext_range_reads_only_the_segments_it_touches(
 ) -> None:
     data = os.urandom(SIZE)
     file_id = upload(client, alice, data)
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     read = storage.read_chunks
     asked: list[tuple[int, int]] = []
 

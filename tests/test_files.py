@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from werkzeug.http import parse_options_header
 
 from cryptofiles import crypto
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from tests.conftest import Accounts, fresh_settings_values
@@ -108,7 +108,7 @@ class World:
 def shared_world(mongodb_uri: str, master_keys: str) -> Iterator[World]:
     settings = Settings.from_mapping(fresh_settings_values(mongodb_uri, master_keys))
     app = create_app(settings)
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     try:
         client = app.test_client()
         accounts = Accounts(client)
@@ -390,7 +390,7 @@ def test_record_holds_the_key_only_wrapped(world: World) -> None:
         "wrapped_key", "kek_id", "status", "created_at",
     }  # fmt: skip
     assert len(record["wrapped_key"]) == 12 + 32 + 16
-    settings = world.app.extensions["cryptofiles.settings"]
+    settings = services_of(world.app).settings
     assert record["kek_id"] == settings.master_keys.active_id == "test1"
     assert record["size"] == SHARED_PLAIN_SIZE
     assert record["stored_size"] == SIZE
@@ -495,7 +495,7 @@ def test_rotated_ring_unwraps_old_keys_and_wraps_under_the_new(
         assert response.status_code == 500
         assert response.text == INTERNAL_ERROR
     finally:
-        rotated.extensions["cryptofiles.storage"].close()
+        services_of(rotated).storage.close()
 
 
 def test_ring_without_the_old_key_answers_a_generic_500(
@@ -514,7 +514,7 @@ def test_ring_without_the_old_key_answers_a_generic_500(
         assert b"test1" not in response.data
         assert download(other_instance, headers, old_id)  # the ciphertext needs no key
     finally:
-        without_old.extensions["cryptofiles.storage"].close()
+        services_of(without_old).storage.close()
 
 
 # -- download --------------------------------------------------------------------------------------
@@ -812,7 +812,7 @@ LIMIT = 1000
 @pytest.fixture
 def small_limit_client(settings_values: dict[str, str]) -> Iterator[tuple[FlaskClient, Any]]:
     app = create_app(Settings.from_mapping({**settings_values, "MAX_UPLOAD_BYTES": str(LIMIT)}))
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     try:
         yield app.test_client(), storage.db
     finally:
@@ -891,7 +891,7 @@ def test_upload_in_progress_is_never_served(
             seen.append((pending["_id"], response.status_code, response.text))
         yield block
 
-    record = app.extensions["cryptofiles.files"].upload(owner, body())
+    record = services_of(app).files.upload(owner, body())
     assert [(file_id, status, text) for file_id, status, text in seen] == [
         (record.id, 404, NO_SUCH_FILE),
         (record.id, 404, NO_SUCH_FILE),

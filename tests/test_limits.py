@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cryptofiles import auth
+from cryptofiles.app import services_of
 from cryptofiles.config import Settings
 from tests.conftest import PASSWORD, Accounts
 
@@ -162,7 +163,7 @@ def test_the_budget_is_taken_before_the_check(
     def counts() -> list[int]:
         return sorted(doc["count"] for doc in db.rate_counters.find())
 
-    hasher = app.extensions[auth.EXTENSION_KEY].hasher
+    hasher = services_of(app).accounts.hasher
     real_verify = hasher.verify
     during: list[list[int]] = []
 
@@ -181,7 +182,7 @@ def test_the_budget_is_taken_before_the_check(
 def test_a_password_check_outside_the_budget_is_refused(app: Flask) -> None:
     """What makes a new route that checks a password without ``password_checked`` fail its first
     test; services outside a request (the CLI) check freely."""
-    authenticator = app.extensions[auth.EXTENSION_KEY]
+    authenticator = services_of(app).accounts
     with app.test_request_context("/a-new-route"), pytest.raises(RuntimeError, match="password"):
         authenticator.login("anyone", PASSWORD)
     with pytest.raises(auth.InvalidCredentials):
@@ -286,7 +287,7 @@ def test_quota_enforced_while_streaming(make_app: Any, db: Any) -> None:
     client = app.test_client()
     token = Accounts(client).token("streamer")
     owner = db.users.find_one({"name": "streamer"})["public_id"]
-    files = app.extensions["cryptofiles.files"]
+    files = services_of(app).files
     before = counts(db)
     from cryptofiles.files import QuotaExceeded
 

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from werkzeug.test import TestResponse
 
+from cryptofiles.app import services_of
 from cryptofiles.docs import load_spec, register_docs
 from cryptofiles.storage import DatabaseUnavailable
 from tests.conftest import PASSWORD, Accounts
@@ -220,7 +221,7 @@ def test_real_answers_are_documented(
         raise DatabaseUnavailable("down")
 
     with monkeypatch.context() as patch:
-        patch.setattr(client.application.extensions["cryptofiles.storage"], "ping", unavailable)
+        patch.setattr(services_of(client.application).storage, "ping", unavailable)
         send_both("get", "/readyz", 503)
     send("get", "/openapi.json", 200)
     send("get", "/docs", 200)

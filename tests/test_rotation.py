@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from tests.conftest import Accounts
@@ -37,13 +37,13 @@ def test_rewrap_moves_every_key_and_keeps_it(
 ) -> None:
     token = accounts.token()
     keys = upload_files(client, token, 3)
-    report = rotated.extensions["cryptofiles.files"].rewrap_all()
+    report = services_of(rotated).files.rewrap_all()
     assert (report.rewrapped, report.skipped, report.failed) == (3, 0, 0)
     assert {doc["kek_id"] for doc in db.files.find()} == {"new"}
     other = rotated.test_client()
     for file_id, key in keys.items():
         assert other.get(f"/files/{file_id}/key", headers={"x-access-tokens": token}).text == key
-    again = rotated.extensions["cryptofiles.files"].rewrap_all()
+    again = services_of(rotated).files.rewrap_all()
     assert again.rewrapped == 0
 
 
@@ -56,7 +56,7 @@ def test_rewrap_interrupted_then_rerun(
 ) -> None:
     token = accounts.token()
     keys = upload_files(client, token, 4)
-    storage = rotated.extensions["cryptofiles.storage"]
+    storage = services_of(rotated).storage
     replace = storage.replace_wrapped_key
     calls = {"n": 0}
 
@@ -68,14 +68,14 @@ def test_rewrap_interrupted_then_rerun(
 
     monkeypatch.setattr(storage, "replace_wrapped_key", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
-        rotated.extensions["cryptofiles.files"].rewrap_all()
+        services_of(rotated).files.rewrap_all()
     assert sorted(doc["kek_id"] for doc in db.files.find()) == ["new", "new", "test1", "test1"]
     # Every record still unwraps, through either key of the ring.
     other = rotated.test_client()
     for file_id, key in keys.items():
         assert other.get(f"/files/{file_id}/key", headers={"x-access-tokens": token}).text == key
     monkeypatch.setattr(storage, "replace_wrapped_key", replace)
-    report = rotated.extensions["cryptofiles.files"].rewrap_all()
+    report = services_of(rotated).files.rewrap_all()
     assert report.rewrapped == 2
     assert {doc["kek_id"] for doc in db.files.find()} == {"new"}
 
@@ -93,7 +93,7 @@ def test_key_wrapped_under_a_key_missing_from_the_ring_is_a_generic_500(
         )
         assert response.status_code == 500
         assert response.text == "Internal server error.\n"
-        report = app.extensions["cryptofiles.files"].rewrap_all()
+        report = services_of(app).files.rewrap_all()
         assert report.failed == 1
     finally:
-        app.extensions["cryptofiles.storage"].close()
+        services_of(app).storage.close()

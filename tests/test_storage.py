@@ -22,7 +22,7 @@ from pymongo.errors import AutoReconnect
 from pymongo.synchronous.collection import Collection
 
 from cryptofiles import crypto
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import (
@@ -44,7 +44,7 @@ PASSWORD = "correct horse battery"  # tests.conftest's, which Accounts registers
 
 @pytest.fixture
 def storage(app: Flask) -> Storage:
-    return app.extensions["cryptofiles.storage"]  # type: ignore[no-any-return]
+    return services_of(app).storage
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,7 @@ def owner_exists(storage: Storage) -> None:
 
 @pytest.fixture
 def files(app: Flask) -> FileService:
-    return app.extensions["cryptofiles.files"]  # type: ignore[no-any-return]
+    return services_of(app).files
 
 
 def counts(db: Any) -> tuple[int, int, int]:
@@ -449,7 +449,7 @@ def test_create_app_sweeps_at_start_up(storage: Storage, settings: Settings, db:
     fresh = insert_pending(storage, utcnow())
     assert stale in stored_ids(db)[2]
     another_instance = create_app(settings)
-    another_instance.extensions["cryptofiles.storage"].close()
+    services_of(another_instance).storage.close()
     assert stored_ids(db) == ({fresh}, {fresh}, {fresh})
 
 

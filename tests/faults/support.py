@@ -31,8 +31,8 @@ from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import LocalDatabase, free_port, make_private, socket_uri
-from cryptofiles.files import STALE_UPLOAD, FileService
-from cryptofiles.storage import Storage
+from cryptofiles.files import STALE_UPLOAD
+from cryptofiles.services import build_services
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("CRYPTOFILES_TOOLS_DIR", ROOT / "tools")).resolve()
@@ -140,17 +140,12 @@ class Stored:
 
 def sweep_later(settings: Settings) -> int:
     """Sweep as an instance started after STALE_UPLOAD would; returns how many uploads it removed."""
-    storage = Storage(settings.mongodb_uri, settings.mongodb_db, timeout_ms=10_000)
+    patient = dataclasses.replace(settings, mongodb_timeout_ms=10_000)  # the database may be waking
+    later = build_services(patient, clock=lambda: utcnow() + STALE_UPLOAD + timedelta(seconds=1))
     try:
-        later = FileService(
-            storage,
-            settings.master_keys,
-            lambda: utcnow() + STALE_UPLOAD + timedelta(seconds=1),
-            settings.max_upload_bytes,
-        )
-        return later.sweep().unfinished
+        return later.files.sweep().unfinished
     finally:
-        storage.close()
+        later.close()
 
 
 def launcher_env(database: PinnedDatabase, **extra: str) -> dict[str, str]:

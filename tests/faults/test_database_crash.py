@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from tests.faults.support import (
     Acknowledged,
     Answer,
@@ -116,7 +116,7 @@ def _run(database: PinnedDatabase, server: Launcher, env: dict[str, str], tmp: P
 
     # A new instance starting now sweeps too, but the leftover's heartbeat is fresh: it stays.
     app = create_app(settings_of(env))
-    app.extensions["cryptofiles.storage"].close()
+    services_of(app).storage.close()
     seen.swept_at_start_up = Stored.read(database)
     seen.swept_later = sweep_later(settings_of(env))
     seen.stored_after_sweep = Stored.read(database)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from tests.faults.support import (
     Acknowledged,
     Answer,
@@ -107,7 +107,7 @@ def _run(database: PinnedDatabase, server: Launcher, env: dict[str, str]) -> Obs
     seen.listed = alice.listed()
 
     app = create_app(settings_of(env))  # an instance starting now: the leftover is fresh
-    app.extensions["cryptofiles.storage"].close()
+    services_of(app).storage.close()
     seen.kept_by_start_up_sweep = Stored.read(database)
     seen.swept_later = sweep_later(settings_of(env))
     seen.stored_after_sweep = Stored.read(database)

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from cryptofiles.app import create_app
+from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from tests.conftest import TEST_PASSWORD_HASH
 
@@ -54,7 +54,7 @@ def settings_for(mongodb_uri: str, master_keys: str, **overrides: str) -> Settin
 def running_app(settings: Settings) -> Iterator[Flask]:
     """An app on ``settings``; its database is dropped and its client closed afterwards."""
     app = create_app(settings)
-    storage = app.extensions["cryptofiles.storage"]
+    storage = services_of(app).storage
     try:
         yield app
     finally:

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from cryptofiles import auth as auth_module
+from cryptofiles.app import services_of
 from tests.security.support import JSON, answer, auth, register
 from tests.test_auth import assert_similar_cost
 
@@ -42,7 +42,7 @@ def login(client: FlaskClient, name: str, password: str, transport: str, **heade
 
 def delete_account(app: Flask, client: FlaskClient, name: str) -> None:
     """Delete ``name``'s account with a token issued directly: no login counted against it."""
-    authenticator = app.extensions[auth_module.EXTENSION_KEY]
+    authenticator = services_of(app).accounts
     user = authenticator.storage.user_by_name(name)
     token = authenticator.tokens.issue(user.public_id, user.token_generation).token
     response = client.delete("/account", headers={**auth(token), "User_Password": PASSWORD})

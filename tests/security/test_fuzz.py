@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.generation.modes import GenerationMode
 
-from cryptofiles import auth as auth_module
+from cryptofiles.app import services_of
 from cryptofiles.docs import load_spec
 from tests.security.support import auth, register, running_app, settings_for
 
@@ -113,7 +113,7 @@ class Fuzz:
 
     def token(self) -> str:
         """A fresh token of the fuzzer's (a generated POST /logout may revoke any one of them)."""
-        authenticator = self.app.extensions[auth_module.EXTENSION_KEY]
+        authenticator = services_of(self.app).accounts
         user = authenticator.storage.user_by_public_id(self.public_id)
         return str(authenticator.tokens.issue(user.public_id, user.token_generation).token)
 

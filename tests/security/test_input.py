@@ -26,7 +26,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles import auth as auth_module
+from cryptofiles.app import services_of
 from cryptofiles.inputs import MAX_JSON_BYTES
 from tests.security.support import auth, register, running_app, settings_for, upload
 from tests.test_e2e import Server
@@ -45,7 +45,7 @@ class Target:
 
     def token(self) -> str:
         """A fresh token of the target's, issued directly (no login, no rate limit counted)."""
-        authenticator = self.app.extensions[auth_module.EXTENSION_KEY]
+        authenticator = services_of(self.app).accounts
         user = authenticator.storage.user_by_public_id(self.public_id)
         return str(authenticator.tokens.issue(user.public_id, user.token_generation).token)
 
@@ -62,7 +62,7 @@ def target(mongodb_uri: str, master_keys: str) -> Iterator[Target]:
     with running_app(settings_for(mongodb_uri, master_keys)) as app:
         client = app.test_client()
         public_id = register(client, "target", PASSWORD)
-        db = app.extensions["cryptofiles.storage"].db
+        db = services_of(app).storage.db
         yield Target(app, client, db, "target", public_id)
 
 

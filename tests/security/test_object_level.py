@@ -36,6 +36,7 @@ from hypothesis.stateful import (
 )
 
 from cryptofiles import crypto
+from cryptofiles.app import services_of
 from tests.security.support import (
     JSON,
     answer,
@@ -99,7 +100,7 @@ def world(mongodb_uri: str, master_keys: str) -> Iterator[World]:
         assert client.post("/logout", headers=auth(revoked)).status_code == 200
         plaintext = b"alice's secret " + os.urandom(64)
         file_id = upload(client, alice, plaintext, **{"X-File-Name": "alice-secret.txt"})["id"]
-        db = app.extensions["cryptofiles.storage"].db
+        db = services_of(app).storage.db
         yield World(app, client, db, alice, alice_id, bob, bob_id, revoked, file_id, plaintext)
 
 

@@ -1,0 +1,65 @@
+"""The one wiring: ``build_services(settings)`` makes the storage, accounts and files services.
+
+The web app, the CLI's admin commands, the tests and the benchmarks all build the services here,
+so that a setting (the write concern, the quota, the password cost) reaches every one of them
+instead of whichever copy of the wiring remembered it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptofiles.auth import Authenticator, PasswordHasher, TokenService
+from cryptofiles.clock import Clock, utcnow
+from cryptofiles.config import Settings
+from cryptofiles.files import FileService
+from cryptofiles.storage import Storage
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    storage: Storage
+    accounts: Authenticator
+    files: FileService
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def open_storage(settings: Settings) -> Storage:
+    """A client for the configured database; nothing is sent to it yet."""
+    return Storage(
+        settings.mongodb_uri,
+        settings.mongodb_db,
+        timeout_ms=settings.mongodb_timeout_ms,
+        write_concern=settings.mongodb_write_concern,
+    )
+
+
+def build_services(
+    settings: Settings, *, clock: Clock = utcnow, storage: Storage | None = None
+) -> Services:
+    """Everything the API does, on ``storage`` (opened from the settings when not given).
+
+    Talks to the database: the indexes are ensured, and the password methods in use are read so
+    that every check costs the same (see ``PasswordHasher.verify``).
+    """
+    storage = storage or open_storage(settings)
+    storage.ensure_indexes()
+    accounts = Authenticator(
+        storage,
+        PasswordHasher(
+            settings.password_hash,
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+            methods_in_use=storage.password_hash_methods(),
+        ),
+        TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
+        clock,
+    )
+    files = FileService(
+        storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
+    )
+    return Services(settings, storage, accounts, files)
