@@ -25,9 +25,9 @@ def transfer_rows(bench: Bench) -> None:
 
 
 def chunk_batch() -> int:
-    from cryptofiles import storage
+    from cryptofiles.storage import chunks
 
-    return int(getattr(storage, "CHUNK_BATCH", 4))
+    return int(getattr(chunks, "CHUNK_BATCH", 4))
 
 
 class Transfers:
@@ -85,7 +85,7 @@ class Transfers:
             "pymongo GridFSBucket.open_download_stream of the baseline object"
             if how == {"gridout"}
             else "pymongo find() on bench_baseline.chunks sorted by n with "
-            f"batch_size={chunk_batch()} (as storage.read_chunks): GridOut fails on "
+            f"batch_size={chunk_batch()} (as storage.chunks.read): GridOut fails on "
             "this database for files over ~45 MiB (reply > 48 MB max message size)"
         )
         row = throughput_row(name, ours, theirs, Goal("ratio", ">=", 0.9), label)

@@ -153,9 +153,9 @@ def register_routes(app: Flask) -> None:
         _authenticator().verify_password(user, password)
         # In this order, so that an upload of this user finishing meanwhile leaves nothing behind
         # (FileService._check_owner says why): mark, remove every file, then the user.
-        _storage().mark_user_deleting(user.public_id)
+        _storage().users.mark_deleting(user.public_id)
         deleted = _files().delete_all(user.public_id)
-        _storage().delete_user(user.public_id)
+        _storage().users.delete(user.public_id)
         return reply(
             f"Account {user.name} deleted with {deleted} file(s).", json={"deleted_files": deleted}
         )

@@ -246,12 +246,12 @@ class Authenticator:
     def register(self, name: str, password: str) -> User:
         check_name(name)
         check_password(password)
-        return self.storage.create_user(name, self.hasher.hash(password), self.clock())
+        return self.storage.users.create(name, self.hasher.hash(password), self.clock())
 
     def login(self, name: str, password: str) -> IssuedToken:
         if len(password.encode()) > MAX_PASSWORD_BYTES:
             raise InvalidAccountData(f"Password must be {PASSWORD_RULE}.")
-        user = self.storage.user_by_name(name) if NAME_RE.fullmatch(name) else None
+        user = self.storage.users.by_name(name) if NAME_RE.fullmatch(name) else None
         if not self._check(user.password_hash if user else None, password):
             security_event("login.failed", user_name=clip(name), known_user=user is not None)
             raise InvalidCredentials("Wrong user name or password.")
@@ -260,7 +260,7 @@ class Authenticator:
             # The configured cost changed since this hash was made: upgrade it while we hold the
             # plaintext, the only moment we can. If the password changed since we verified it,
             # the write does not happen, and the token below carries the old generation: refused.
-            self.storage.set_password_hash(
+            self.storage.users.set_password_hash(
                 user.public_id, user.password_hash, self.hasher.hash(password)
             )
         return self.tokens.issue(user.public_id, user.token_generation)
@@ -279,20 +279,20 @@ class Authenticator:
     def change_password(self, principal: Principal, current: str, new: str) -> None:
         self.verify_password(principal.user, current)
         check_password(new)
-        self.storage.change_password(principal.user.public_id, self.hasher.hash(new))
+        self.storage.users.change_password(principal.user.public_id, self.hasher.hash(new))
 
     def authenticate(self, token: str) -> Principal:
         claims = self.tokens.decode(token)
-        if self.storage.is_token_revoked(claims["jti"]):
+        if self.storage.revocations.is_revoked(claims["jti"]):
             raise InvalidToken("Token is invalid or expired.")
-        user = self.storage.user_by_public_id(claims["sub"])
+        user = self.storage.users.by_public_id(claims["sub"])
         if user is None or claims.get("gen", 0) != user.token_generation:
             # No such user any more, or the password changed after this token was issued.
             raise InvalidToken("Token is invalid or expired.")
         return Principal(user, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
 
     def logout(self, principal: Principal) -> None:
-        self.storage.revoke_token(principal.jti, principal.expires_at, self.clock())
+        self.storage.revocations.revoke(principal.jti, principal.expires_at, self.clock())
 
 
 def token_from_headers(headers: Any) -> str:

@@ -133,15 +133,15 @@ class FileService:
         kek_id, wrapped_key = self.key_ring.wrap(key, crypto.wrap_aad(file_id, owner))
         now = self.clock()
         record = FileRecord(file_id, owner, name, content_type, wrapped_key, kek_id, now)
-        self.storage.insert_pending_file(record, now)
+        self.storage.files.insert_pending(record, now)
         stored_size = 0
         try:
-            with self.storage.chunk_writer(file_id, now) as write_chunk:
+            with self.storage.chunks.writer(file_id, now) as write_chunk:
                 plaintext = counter.count(itertools.chain([first], blocks))
                 for segment in crypto.encrypt_stream(key, self._heartbeat(file_id, plaintext)):
                     write_chunk(segment)
                     stored_size += len(segment)
-            self.storage.complete_file(file_id, counter.total, stored_size)
+            self.storage.files.complete(file_id, counter.total, stored_size)
             self._check_owner(owner)
         except UploadLost:
             self._discard_quietly(file_id)
@@ -171,7 +171,7 @@ class FileService:
         A crash between C and R, after U, leaves a complete file of a missing owner: the sweep
         removes those (``sweep``, at start-up and by ``cryptofiles admin sweep``).
         """
-        if not self.storage.may_own_files(owner):
+        if not self.storage.users.may_own_files(owner):
             raise OwnerGone("This account was deleted while the upload ran; nothing was stored.")
 
     def _room_left(self, owner: str) -> int | None:
@@ -179,19 +179,19 @@ class FileService:
         so parallel uploads can overshoot the quota by at most their own sizes."""
         if self.quota_bytes is None:
             return None
-        return self.quota_bytes - self.storage.bytes_used(owner)
+        return self.quota_bytes - self.storage.files.bytes_used(owner)
 
     def _heartbeat(self, file_id: str, blocks: Iterable[bytes]) -> Iterator[bytes]:
         last = time.monotonic()
         for block in blocks:
             if time.monotonic() - last >= HEARTBEAT_SECONDS:
-                self.storage.touch_pending_file(file_id, self.clock())
+                self.storage.files.touch_pending(file_id, self.clock())
                 last = time.monotonic()
             yield block
 
     def _discard_quietly(self, file_id: str) -> None:
         try:
-            self.storage.discard_file(file_id)
+            self.storage.files.discard(file_id)
         except Exception:
             # The record stays pending, is never served, and the next sweep removes it.
             log.warning("could not discard failed upload %s; the sweep will", file_id)
@@ -202,7 +202,7 @@ class FileService:
             canonical = str(uuid.UUID(file_id))
         except ValueError:
             raise NoSuchFile("No such file.") from None
-        record = self.storage.complete_file_by_id(canonical) if canonical == file_id else None
+        record = self.storage.files.complete_by_id(canonical) if canonical == file_id else None
         if record is not None and owner is not None and record.owner != owner:
             # Someone asked for another user's file by its id: answered as "no such file", logged.
             security_event("file.not_owner", file=record.id)
@@ -222,9 +222,9 @@ class FileService:
         span = byte_range or ByteRange(0, record.stored_size)
         if span.length <= 0:
             return
-        chunk = self.storage.chunk_size
+        chunk = self.storage.chunks.chunk_size
         first, last = span.start // chunk, (span.stop - 1) // chunk
-        chunks = self.storage.read_chunks(record.id, record.stored_size, first, last)
+        chunks = self.storage.chunks.read(record.id, record.stored_size, first, last)
         for n, data in enumerate(chunks, first):
             lo = span.start - n * chunk if n == first else 0
             hi = span.stop - n * chunk if n == last else len(data)
@@ -246,7 +246,7 @@ class FileService:
             return
         # The format decides which chunks a range needs (chunk i is ciphertext segment i);
         # this service only fetches them.
-        read_chunks = functools.partial(self.storage.read_chunks, record.id, record.stored_size)
+        read_chunks = functools.partial(self.storage.chunks.read, record.id, record.stored_size)
         yield from crypto.decrypt_range(
             key,
             read_chunks,
@@ -264,7 +264,7 @@ class FileService:
         while files are added or deleted: no offsets that shift.
         """
         after = _decode_cursor(cursor) if cursor else None
-        records = self.storage.list_files(owner, limit=limit + 1, after=after)
+        records = self.storage.files.list_files(owner, limit=limit + 1, after=after)
         if len(records) <= limit:
             return records, None
         last = records[limit - 1]
@@ -275,16 +275,16 @@ class FileService:
 
     def _delete(self, file_id: str) -> None:
         """Crypto-shredding: the wrapped key goes first, so whatever a crash leaves is unreadable."""
-        self.storage.shred_file(file_id, self.clock())
-        self.storage.discard_file(file_id)
+        self.storage.files.shred(file_id, self.clock())
+        self.storage.files.discard(file_id)
 
     def delete_all(self, owner: str) -> int:
         """Delete every record of ``owner``, uploads in progress included; returns how many files
-        were complete. Call after ``Storage.mark_user_deleting`` (see ``_check_owner`` for why
+        were complete. Call after ``storage.users.mark_deleting`` (see ``_check_owner`` for why
         that order leaves nothing behind). Safe to repeat after a failure.
         """
         deleted = 0
-        for file_id, status in self.storage.files_of(owner):
+        for file_id, status in self.storage.files.owned_by(owner):
             self._delete(file_id)
             deleted += status == "complete"
         return deleted
@@ -294,15 +294,15 @@ class FileService:
         longer exists; with ``orphans``, also chunks that belong to no record (a full scan of the
         chunk ids: an admin task, not start-up).
         """
-        stale = self.storage.unfinished_files(self.clock() - STALE_UPLOAD)
+        stale = self.storage.files.unfinished(self.clock() - STALE_UPLOAD)
         for file_id in stale:
-            self.storage.discard_file(file_id)
-        ownerless = self.storage.ownerless_files()
+            self.storage.files.discard(file_id)
+        ownerless = self.storage.files.ownerless()
         for file_id in ownerless:
             self._delete(file_id)
-        orphan_ids = self.storage.orphan_chunk_owners() if orphans else []
+        orphan_ids = self.storage.chunks.orphan_owners() if orphans else []
         for file_id in orphan_ids:
-            self.storage.discard_file(file_id)
+            self.storage.files.discard(file_id)
         if stale or ownerless or orphan_ids:
             log.info(
                 "swept %d unfinished file(s), %d of deleted owners, %d orphan(s)",
@@ -320,7 +320,7 @@ class FileService:
         """
         active = self.key_ring.active_id
         report = RewrapReport()
-        for file_id, owner, kek_id, wrapped in self.storage.wrapped_keys_not_under(active):
+        for file_id, owner, kek_id, wrapped in self.storage.files.wrapped_keys_not_under(active):
             aad = crypto.wrap_aad(file_id, owner)
             try:
                 key = self.key_ring.unwrap(kek_id, wrapped, aad)
@@ -330,7 +330,7 @@ class FileService:
                 )
                 report.failed += 1
                 continue
-            if self.storage.replace_wrapped_key(
+            if self.storage.files.replace_wrapped_key(
                 file_id, (kek_id, wrapped), self.key_ring.wrap(key, aad)
             ):
                 report.rewrapped += 1

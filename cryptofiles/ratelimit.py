@@ -51,13 +51,13 @@ class MongoCounters(LimitsStorage):
         return StorageError
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        return self.storage.counter_incr(key, int(expiry), amount, datetime.now(UTC))
+        return self.storage.counters.incr(key, int(expiry), amount, datetime.now(UTC))
 
     def get(self, key: str) -> int:
-        return self.storage.counter_get(key, datetime.now(UTC))[0]
+        return self.storage.counters.get(key, datetime.now(UTC))[0]
 
     def get_expiry(self, key: str) -> float:
-        end = self.storage.counter_get(key, datetime.now(UTC))[1]
+        end = self.storage.counters.get(key, datetime.now(UTC))[1]
         return end.timestamp() if end else time.time()
 
     def check(self) -> bool:
@@ -68,10 +68,10 @@ class MongoCounters(LimitsStorage):
         return True
 
     def reset(self) -> int | None:
-        return self.storage.counter_clear()
+        return self.storage.counters.clear()
 
     def clear(self, key: str) -> None:
-        self.storage.counter_clear(key)
+        self.storage.counters.clear(key)
 
 
 def client_address() -> str:
@@ -200,4 +200,4 @@ def give_back(limiter: Limiter, storage: Storage) -> None:
         # At worst, a counter the database failed to decrement keeps one attempt too many: not
         # worth turning a password change that happened into an error.
         with contextlib.suppress(StorageError):
-            storage.counter_give_back(limit.key, now)
+            storage.counters.give_back(limit.key, now)

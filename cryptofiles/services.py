@@ -54,7 +54,7 @@ def build_services(
             settings.password_hash,
             settings.password_hash_concurrency,
             settings.password_hash_queue,
-            methods_in_use=storage.password_hash_methods(),
+            methods_in_use=storage.users.password_hash_methods(),
         ),
         TokenService(settings.secret_key, timedelta(minutes=settings.token_life_minutes), clock),
         clock,

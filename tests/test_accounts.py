@@ -175,7 +175,7 @@ def test_concurrent_registrations_of_case_variants_make_one_account(app: Flask, 
     def create(name: str) -> str:
         start.wait()
         try:
-            storage.create_user(name, "scrypt:1:1:1$salt$hash", datetime.now(UTC))
+            storage.users.create(name, "scrypt:1:1:1$salt$hash", datetime.now(UTC))
         except NameTaken:
             return "taken"
         return "created"
@@ -373,11 +373,11 @@ def test_revoked_tokens_expire(app: Any, db: Any) -> None:
         return
     assert "revoked_tokens_expiry" in indexes
     now = datetime.now(UTC)
-    storage.revoke_token("old", now - timedelta(minutes=1), now - timedelta(minutes=2))
-    assert storage.is_token_revoked("old")
-    storage.revoke_token("new", now + timedelta(minutes=1), now)  # purges what expired by now
-    assert not storage.is_token_revoked("old")
-    assert storage.is_token_revoked("new")
+    storage.revocations.revoke("old", now - timedelta(minutes=1), now - timedelta(minutes=2))
+    assert storage.revocations.is_revoked("old")
+    storage.revocations.revoke("new", now + timedelta(minutes=1), now)  # purges what expired by now
+    assert not storage.revocations.is_revoked("old")
+    assert storage.revocations.is_revoked("new")
 
 
 def test_unique_indexes_exist(db: Any) -> None:

@@ -136,8 +136,8 @@ def token_app(mongodb_uri: str, master_keys: str) -> Iterator[tuple[Flask, str, 
     app = create_app(settings)
     storage = services_of(app).storage
     now = datetime.now(UTC)
-    victim = storage.create_user("victim", "not-a-usable-hash", now)
-    other = storage.create_user("other", "not-a-usable-hash", now)
+    victim = storage.users.create("victim", "not-a-usable-hash", now)
+    other = storage.users.create("other", "not-a-usable-hash", now)
     yield app, victim.public_id, other.public_id
     storage.client.drop_database(settings.mongodb_db)
     storage.close()
@@ -547,13 +547,13 @@ def test_a_rehash_never_undoes_a_password_change(
     accounts.register("User1")
     cheaper = make_app(PASSWORD_HASH=CHEAP_HASH)  # another cost: a login re-hashes
     authenticator = authenticator_of(cheaper)
-    user = authenticator.storage.user_by_name("User1")
+    user = authenticator.storage.users.by_name("User1")
     assert user is not None
     new_password = "a brand new password"
     real_hash = authenticator.hasher.hash
 
     def change_then_hash(password: str) -> str:
-        authenticator.storage.change_password(user.public_id, real_hash(new_password))
+        authenticator.storage.users.change_password(user.public_id, real_hash(new_password))
         return real_hash(password)
 
     client = cheaper.test_client()

@@ -171,7 +171,7 @@ def test_interrupted_delete_is_unservable_and_swept(
     file_id = upload(client, alice, os.urandom(2 << 20))
     storage = services_of(app).storage
     files = services_of(app).files
-    storage.shred_file(file_id, files.clock())  # a crash right after the first step
+    storage.files.shred(file_id, files.clock())  # a crash right after the first step
     record = db.files.find_one({"_id": file_id})
     assert "wrapped_key" not in record  # the key is gone first: what remains is unreadable
     for path in (f"/files/{file_id}", f"/files/{file_id}/key", f"/files/{file_id}/plaintext"):
@@ -228,14 +228,14 @@ def test_plaintext_range_reads_only_the_segments_it_touches(
     data = os.urandom(SIZE)
     file_id = upload(client, alice, data)
     storage = services_of(app).storage
-    read = storage.read_chunks
+    read = storage.chunks.read
     asked: list[tuple[int, int]] = []
 
     def spy(fid: str, length: int, first: int, last: int) -> Any:
         asked.append((first, last))
         return read(fid, length, first, last)
 
-    monkeypatch.setattr(storage, "read_chunks", spy)
+    monkeypatch.setattr(storage.chunks, "read", spy)
     start = FIRST + PLAIN + 7  # inside segment 2
     response = get(client, f"/files/{file_id}/plaintext", alice, Range=f"bytes={start}-{start + 9}")
     assert response.data == data[start : start + 10]

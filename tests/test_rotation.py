@@ -57,7 +57,7 @@ def test_rewrap_interrupted_then_rerun(
     token = accounts.token()
     keys = upload_files(client, token, 4)
     storage = services_of(rotated).storage
-    replace = storage.replace_wrapped_key
+    replace = storage.files.replace_wrapped_key
     calls = {"n": 0}
 
     def dies_after_two(*args: Any) -> bool:
@@ -66,7 +66,7 @@ def test_rewrap_interrupted_then_rerun(
         calls["n"] += 1
         return bool(replace(*args))
 
-    monkeypatch.setattr(storage, "replace_wrapped_key", dies_after_two)
+    monkeypatch.setattr(storage.files, "replace_wrapped_key", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
         services_of(rotated).files.rewrap_all()
     assert sorted(doc["kek_id"] for doc in db.files.find()) == ["new", "new", "test1", "test1"]
@@ -74,7 +74,7 @@ def test_rewrap_interrupted_then_rerun(
     other = rotated.test_client()
     for file_id, key in keys.items():
         assert other.get(f"/files/{file_id}/key", headers={"x-access-tokens": token}).text == key
-    monkeypatch.setattr(storage, "replace_wrapped_key", replace)
+    monkeypatch.setattr(storage.files, "replace_wrapped_key", replace)
     report = services_of(rotated).files.rewrap_all()
     assert report.rewrapped == 2
     assert {doc["kek_id"] for doc in db.files.find()} == {"new"}

@@ -59,7 +59,7 @@ def owner_exists(storage: Storage) -> None:
         "password_hash": "-",
         "created_at": now,
     }
-    storage.users.insert_one(doc)
+    storage.users.collection.insert_one(doc)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_size_limit_itself_is_accepted(storage: Storage, settings: Settings) -> 
 
 def fail_in_chunk_writer(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_fail: Any) -> None:
     """The write function of the app's chunk writer raises AutoReconnect on the 3rd chunk."""
-    original = storage.chunk_writer
+    original = storage.chunks.writer
 
     @contextlib.contextmanager
     def chunk_writer(*args: Any) -> Iterator[Callable[[bytes], None]]:
@@ -180,7 +180,7 @@ def fail_in_chunk_writer(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_f
 
             yield write_or_fail
 
-    monkeypatch.setattr(storage, "chunk_writer", chunk_writer)
+    monkeypatch.setattr(storage.chunks, "writer", chunk_writer)
 
 
 def fail_in_driver(storage: Storage, monkeypatch: pytest.MonkeyPatch, on_fail: Any) -> None:
@@ -238,7 +238,7 @@ def test_failed_clean_up_leaves_a_pending_record_that_is_never_served_and_is_swe
             raise UploadInterrupted("The upload was cut off before the end of the body.")
 
     with monkeypatch.context() as patch:
-        patch.setattr(storage, "discard_file", database_gone)
+        patch.setattr(storage.files, "discard", database_gone)
         with pytest.raises(UploadInterrupted):  # the upload's error, not the clean-up's
             files.upload(owner, blocks(3 * MiB, cut_off))
     left = db.files.find_one({})
@@ -304,14 +304,14 @@ def test_account_deleted_during_an_upload_leaves_nothing(
             assert db.files.count_documents({"owner": leaver.public_id, "status": "pending"}) == 1
             leaver.delete_account()
 
-    complete_file = storage.complete_file
+    complete_file = storage.files.complete
 
     def complete_then_delete(file_id: str, size: int, stored_size: int) -> None:
         complete_file(file_id, size, stored_size)
         leaver.delete_account()  # between the compare-and-set and the owner check
 
     if when == "right-after-completion":
-        monkeypatch.setattr(storage, "complete_file", complete_then_delete)
+        monkeypatch.setattr(storage.files, "complete", complete_then_delete)
     with pytest.raises(OwnerGone):
         files.upload(leaver.public_id, blocks(3 * MiB, delete_midway))
     nothing_of(db, leaver.public_id)
@@ -335,24 +335,24 @@ def test_deletion_begun_before_completion_and_finished_after_leaves_nothing(
     """The deletion's steps interleaved with the upload's one by one: the user is marked and the
     pending record shredded before the upload marks it complete; the rest of the deletion runs
     after the upload failed. Marked complete without its key, the record is never served."""
-    complete_file = storage.complete_file
+    complete_file = storage.files.complete
     seen: dict[str, Any] = {}
 
     def shred_before_completing(file_id: str, size: int, stored_size: int) -> None:
-        storage.mark_user_deleting(leaver.public_id)
-        storage.shred_file(file_id, utcnow())  # the first step of removing this record
+        storage.users.mark_deleting(leaver.public_id)
+        storage.files.shred(file_id, utcnow())  # the first step of removing this record
         complete_file(file_id, size, stored_size)
         seen["status"] = db.files.find_one({"_id": file_id})["status"]
-        seen["listed"] = storage.list_files(leaver.public_id, limit=10, after=None)
+        seen["listed"] = storage.files.list_files(leaver.public_id, limit=10, after=None)
         with pytest.raises(NoSuchFile):
             files.get(file_id)
 
-    monkeypatch.setattr(storage, "complete_file", shred_before_completing)
+    monkeypatch.setattr(storage.files, "complete", shred_before_completing)
     with pytest.raises(OwnerGone):
         files.upload(leaver.public_id, blocks(2 * MiB))
     assert seen == {"status": "complete", "listed": []}
     assert files.delete_all(leaver.public_id) == 0  # the upload already undid itself
-    storage.delete_user(leaver.public_id)
+    storage.users.delete(leaver.public_id)
     nothing_of(db, leaver.public_id)
 
 
@@ -388,7 +388,7 @@ def test_sweep_removes_the_files_of_owners_that_no_longer_exist(
     account's deletion: a complete file that nobody owns, downloadable by its id."""
     kept = files.upload(OWNER, [b"owned"])
     ownerless = files.upload(leaver.public_id, blocks(2 * MiB))
-    storage.delete_user(leaver.public_id)
+    storage.users.delete(leaver.public_id)
     assert files.get(ownerless.id)  # still served: nothing else would ever remove it
     report = files.sweep()
     assert (report.unfinished, report.ownerless) == (0, 1)
@@ -404,11 +404,11 @@ def insert_pending(storage: Storage, heartbeat: datetime, n_chunks: int = 2) -> 
     """What a crashed upload leaves: a pending record, some chunks, maybe a GridFS entry."""
     file_id = str(uuid.uuid4())
     record = FileRecord(file_id, OWNER, "crashed.bin", None, os.urandom(60), "test1", heartbeat)
-    storage.insert_pending_file(record, heartbeat)
-    storage.chunks.insert_many(
+    storage.files.insert_pending(record, heartbeat)
+    storage.chunks.collection.insert_many(
         [{"files_id": file_id, "n": n, "data": Binary(os.urandom(1000))} for n in range(n_chunks)]
     )
-    storage.gridfs_files.insert_one(
+    storage.chunks.entries.insert_one(
         {"_id": file_id, "length": 1000 * n_chunks, "chunkSize": MiB, "uploadDate": heartbeat}
     )
     return file_id
@@ -472,12 +472,12 @@ def test_read_chunks_detects_a_missing_chunk(
     file_id = three_chunk_file.id
     db["ciphertext.chunks"].delete_one({"files_id": file_id, "n": missing})
     with pytest.raises(CorruptFile):
-        list(storage.read_chunks(file_id, three_chunk_file.stored_size, 0, 2))
+        list(storage.chunks.read(file_id, three_chunk_file.stored_size, 0, 2))
     with pytest.raises(CorruptFile):
         b"".join(files.ciphertext(three_chunk_file))
     # Chunks that are still there can be read on their own.
     for n in {0, 1, 2} - {missing}:
-        assert len(list(storage.read_chunks(file_id, three_chunk_file.stored_size, n, n))) == 1
+        assert len(list(storage.chunks.read(file_id, three_chunk_file.stored_size, n, n))) == 1
 
 
 @pytest.mark.parametrize(
@@ -495,7 +495,7 @@ def test_read_chunks_detects_a_chunk_of_the_wrong_size(
         {"_id": chunk["_id"]}, {"$set": {"data": Binary(change(bytes(chunk["data"])))}}
     )
     with pytest.raises(CorruptFile):
-        list(storage.read_chunks(three_chunk_file.id, three_chunk_file.stored_size, 0, 2))
+        list(storage.chunks.read(three_chunk_file.id, three_chunk_file.stored_size, 0, 2))
 
 
 @pytest.fixture

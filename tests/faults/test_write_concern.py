@@ -17,7 +17,12 @@ from cryptofiles.storage import Storage
 def test_the_app_waits_for_acknowledged_writes() -> None:
     storage = Storage("mongodb://127.0.0.1:9/", "cryptofiles", timeout_ms=100)  # never contacted
     try:
-        for collection in (storage.files, storage.chunks, storage.gridfs_files, storage.users):
+        for collection in (
+            storage.files.collection,
+            storage.chunks.collection,
+            storage.chunks.entries,
+            storage.users.collection,
+        ):
             assert collection.write_concern.acknowledged, collection.name
     finally:
         storage.close()
@@ -35,7 +40,12 @@ def test_majority_and_journaled_writes_by_default(
     storage = Storage("mongodb://127.0.0.1:9/", "cryptofiles", timeout_ms=100,
                       write_concern=settings.mongodb_write_concern)  # fmt: skip
     try:
-        for collection in (storage.files, storage.chunks, storage.gridfs_files, storage.users):
+        for collection in (
+            storage.files.collection,
+            storage.chunks.collection,
+            storage.chunks.entries,
+            storage.users.collection,
+        ):
             assert collection.write_concern.document == {"w": expected, "j": True}
     finally:
         storage.close()

@@ -43,7 +43,7 @@ def login(client: FlaskClient, name: str, password: str, transport: str, **heade
 def delete_account(app: Flask, client: FlaskClient, name: str) -> None:
     """Delete ``name``'s account with a token issued directly: no login counted against it."""
     authenticator = services_of(app).accounts
-    user = authenticator.storage.user_by_name(name)
+    user = authenticator.storage.users.by_name(name)
     token = authenticator.tokens.issue(user.public_id, user.token_generation).token
     response = client.delete("/account", headers={**auth(token), "User_Password": PASSWORD})
     assert response.status_code == 200, response.text

@@ -114,7 +114,7 @@ class Fuzz:
     def token(self) -> str:
         """A fresh token of the fuzzer's (a generated POST /logout may revoke any one of them)."""
         authenticator = services_of(self.app).accounts
-        user = authenticator.storage.user_by_public_id(self.public_id)
+        user = authenticator.storage.users.by_public_id(self.public_id)
         return str(authenticator.tokens.issue(user.public_id, user.token_generation).token)
 
     def authorize(self, case: Any) -> dict[str, str]:

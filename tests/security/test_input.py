@@ -46,7 +46,7 @@ class Target:
     def token(self) -> str:
         """A fresh token of the target's, issued directly (no login, no rate limit counted)."""
         authenticator = services_of(self.app).accounts
-        user = authenticator.storage.user_by_public_id(self.public_id)
+        user = authenticator.storage.users.by_public_id(self.public_id)
         return str(authenticator.tokens.issue(user.public_id, user.token_generation).token)
 
     def snapshot(self) -> tuple[Any, ...]:

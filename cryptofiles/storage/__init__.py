@@ -1,0 +1,58 @@
+"""Storage: everything the service keeps, in MongoDB, through pymongo.
+
+Collections, one module (and one attribute of ``Storage``) per family:
+- ``users`` (``users.py``, ``storage.users``): ``_id`` (= ``public_id``), ``public_id`` (UUIDv4
+  text, the JWT subject), ``name`` (unique), ``name_key`` (the name in lower case, unique: names
+  differing only in case are one name), ``password_hash``, ``created_at``, ``token_generation``
+  (bumped by a password change), ``deleting`` (true once the account's deletion has begun).
+- ``revoked_tokens`` (``revocations.py``, ``storage.revocations``): ``_id`` = the token's ``jti``,
+  ``expires_at``. A TTL index lets MongoDB drop a row once the token would have expired anyway.
+  FerretDB 1.x has no TTL indexes: there we keep a plain index and purge expired rows ourselves
+  whenever a token is revoked.
+- ``rate_counters`` (``counters.py``, ``storage.counters``): the rate limiter's fixed windows.
+- ``files`` (``records.py``, ``storage.files``): one record per file: ``_id`` (UUIDv4 text, the
+  public file id), ``owner`` (user public id), ``name``, ``content_type``, ``size`` (plaintext),
+  ``stored_size`` (ciphertext), ``wrapped_key``, ``kek_id``, ``status`` (``pending`` while
+  uploading, ``complete`` once stored, ``deleting`` once shredded), ``created_at``,
+  ``heartbeat_at`` (refreshed while an upload runs). A record without ``wrapped_key`` is shredded
+  whatever its status says, and never served.
+- GridFS bucket ``ciphertext`` (``chunks.py``, ``storage.chunks``; ``ciphertext.files``,
+  ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
+
+Write order, because GridFS cannot join a transaction (and FerretDB has none): the record first
+(pending), then the chunks, then the record is marked complete. Removal goes the other way: chunks
+first, the record last. So chunks never exist without a record that names them, only complete
+records are served, and a sweep of stale pending records finishes any removal a crash interrupted.
+Deleting an account marks the user first, then removes every record of the owner; an upload that
+completes re-checks its owner afterwards (see ``FileService._check_owner``); the sweep removes the files
+of owners that no longer exist.
+
+Only this package imports pymongo. It raises its own small exception family (``errors.py``), which
+the app maps to HTTP answers in one place.
+"""
+
+from cryptofiles.storage.database import POOL_SIZE, Storage
+from cryptofiles.storage.errors import (
+    CorruptFile,
+    DatabaseUnavailable,
+    NameTaken,
+    StorageError,
+    StorageFull,
+    UploadLost,
+)
+from cryptofiles.storage.records import FileRecord
+from cryptofiles.storage.users import User, name_key
+
+__all__ = [
+    "POOL_SIZE",
+    "CorruptFile",
+    "DatabaseUnavailable",
+    "FileRecord",
+    "NameTaken",
+    "Storage",
+    "StorageError",
+    "StorageFull",
+    "UploadLost",
+    "User",
+    "name_key",
+]

@@ -1,0 +1,83 @@
+"""``Storage``: the client of the service's database, and one object per collection family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymongo
+
+from cryptofiles.storage.chunks import Chunks
+from cryptofiles.storage.counters import Counters
+from cryptofiles.storage.errors import _mapped_errors
+from cryptofiles.storage.records import FileRecords
+from cryptofiles.storage.revocations import Revocations
+from cryptofiles.storage.users import Users
+
+# Database connections per app (per gunicorn worker): the most operations it runs at once.
+POOL_SIZE = 16
+
+
+class Storage:
+    """The service's database. One instance per app; pymongo's client is thread-safe and pooled.
+
+    Each collection family is an attribute: ``users``, ``revocations``, ``files`` (the records),
+    ``chunks`` (the ciphertext) and ``counters`` (the rate limits).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        db_name: str,
+        *,
+        timeout_ms: int = 5000,
+        chunk_size: int = 1 << 20,
+        write_concern: str | int = "majority",
+    ) -> None:
+        # Short timeouts: when the database is gone a request should fail fast with 503, not hang a
+        # worker thread for pymongo's 30 s default.
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            # A server that stops answering (paused, hung) on an open connection is only noticed
+            # by the monitor's heartbeat, which then fails the waiting operations. pymongo's 10 s
+            # default would hold every worker thread that long; check as often as we time out.
+            heartbeatFrequencyMS=max(500, timeout_ms),
+            # An acknowledged upload must survive a primary's crash: majority and journaled, where
+            # the server honours it (a replica set; FerretDB accepts and ignores write concern).
+            w=write_concern,
+            journal=True,
+            tz_aware=True,
+            appname="crypto-files-server",
+            # gevent workers run any number of requests at once; the database should not see them
+            # all at once (FerretDB on SQLite answered hundreds of simultaneous writes with lock
+            # errors). Requests beyond the pool wait in pymongo's queue, as they waited for a
+            # worker thread before.
+            maxPoolSize=POOL_SIZE,
+        )
+        self.db = self.client[db_name]
+        self.users = Users(self.db)
+        self.revocations = Revocations(self.db)
+        self.counters = Counters(self.db)
+        self.chunks = Chunks(self.db, chunk_size, records=self.db["files"])
+        self.files = FileRecords(self.db, self.chunks, users=self.users.collection)
+
+    @property
+    def ttl_supported(self) -> bool:
+        """Whether the server has TTL indexes (known once ``ensure_indexes`` ran)."""
+        return self.revocations.ttl_supported
+
+    def close(self) -> None:
+        self.client.close()
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the rules depend on. Idempotent: safe at every start-up."""
+        self.users.ensure_indexes()
+        self.revocations.ensure_indexes()
+        self.counters.ensure_indexes()
+        self.files.ensure_indexes()
+        self.chunks.ensure_indexes()
+
+    def ping(self) -> None:
+        with _mapped_errors():
+            self.client.admin.command("ping")
