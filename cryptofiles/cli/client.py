@@ -4,13 +4,15 @@ key, download, decrypt), each a ``cmd_*`` function of the parsed arguments retur
 Downloads are decrypted here, while they arrive, with the key the owner fetches: the server's
 ``/plaintext`` route is never used, so with ``download --decrypt`` plaintext exists only on this
 machine. ``decrypt`` does the same offline for a ciphertext downloaded earlier.
+
+``cryptofiles.crypto`` (with the ``cryptography`` package, some 20 ms of imports) is imported inside
+the functions that check or use a key, so that the commands that need none (ls, whoami, ...) start
+without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import json
 import mimetypes
 import os
@@ -276,7 +278,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- keys and decryption ------------------------------------------------------------------------
+# -- blocks, keys and decryption ------------------------------------------------------------------------
 
 
 def file_blocks(source: BinaryIO, bar: Progress) -> Iterator[bytes]:
@@ -293,14 +295,13 @@ def counted(blocks: Iterable[bytes], bar: Progress) -> Iterator[bytes]:
 
 def parse_key(text: str) -> bytes:
     """A 32-byte file key from base64 (standard or URL-safe, padding and whitespace optional)."""
-    cleaned = "".join(text.split()).rstrip("=").replace("-", "+").replace("_", "/")
+    from cryptofiles import crypto
+
     try:
-        key = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise CliError("the key is not valid base64", EXIT_USAGE) from None
-    if len(key) != KEY_BYTES:
-        raise CliError(f"the key must decode to {KEY_BYTES} bytes, not {len(key)}", EXIT_USAGE)
-    return key
+        # Whitespace anywhere: a key pasted from a terminal may be wrapped, a key file ends in \n.
+        return crypto.decode_key("".join(text.split()))
+    except crypto.KeyFormatError as exc:
+        raise CliError(f"the {exc}", EXIT_USAGE) from None
 
 
 def read_key_file(name: str) -> bytes:
