@@ -37,6 +37,8 @@ import pytest
 from bson.binary import Binary
 
 from cryptofiles import cli
+from cryptofiles.cli import admin, output, transport
+from cryptofiles.cli.client import parse_key
 from cryptofiles.config import read_env_file
 from cryptofiles.crypto import KeyRing, wrap_aad
 from cryptofiles.devdb import free_port
@@ -111,7 +113,7 @@ class Cli:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("CRYPTOFILES_", "MONGODB_")) and k not in cli.SECRET_NAMES
+            if not k.startswith(("CRYPTOFILES_", "MONGODB_")) and k not in admin.SECRET_NAMES
         }
         env.update(
             PYTHONPATH=str(ROOT),
@@ -632,7 +634,7 @@ def test_admin_rotate_master_key_in_secrets_file(client: Cli, box: ServerBox) ->
     ],
 )
 def test_server_url_is_canonical(text: str, expected: str) -> None:
-    assert str(cli.ServerUrl.parse(text)) == expected
+    assert str(transport.ServerUrl.parse(text)) == expected
 
 
 @pytest.mark.parametrize(
@@ -641,14 +643,14 @@ def test_server_url_is_canonical(text: str, expected: str) -> None:
      ("", None), (None, None), ("résumé.pdf", "résumé.pdf")],
 )  # fmt: skip
 def test_safe_filename_keeps_the_last_component(name: str | None, expected: str | None) -> None:
-    assert cli.safe_filename(name) == expected
+    assert output.safe_filename(name) == expected
 
 
 def test_disposition_filename_prefers_the_utf8_name() -> None:
     header = "attachment; filename=\"r_sum_.txt.enc\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt.enc"
-    assert cli.disposition_filename(header) == "résumé.txt.enc"
-    assert cli.disposition_filename('attachment; filename="plain.enc"') == "plain.enc"
-    assert cli.disposition_filename(None) is None
+    assert output.disposition_filename(header) == "résumé.txt.enc"
+    assert output.disposition_filename('attachment; filename="plain.enc"') == "plain.enc"
+    assert output.disposition_filename(None) is None
 
 
 def test_parse_key_accepts_base64_forms_and_rejects_others() -> None:
@@ -657,10 +659,10 @@ def test_parse_key_accepts_base64_forms_and_rejects_others() -> None:
         base64.b64encode(key).decode(),
         base64.urlsafe_b64encode(key).decode().rstrip("="),
     ):
-        assert cli.parse_key(f" {text}\n") == key
+        assert parse_key(f" {text}\n") == key
     for bad in ("!!!", base64.b64encode(bytes(16)).decode()):
         with pytest.raises(cli.CliError) as caught:
-            cli.parse_key(bad)
+            parse_key(bad)
         assert caught.value.exit_code == cli.EXIT_USAGE
 
 
@@ -668,7 +670,7 @@ def test_prepend_master_key_rewrites_only_that_line(tmp_path: Path) -> None:
     secrets_file = tmp_path / "secrets.env"
     secrets_file.write_text("SECRET_KEY=abc\nMASTER_KEYS=old:AAA=\nOTHER=1\n")
     secrets_file.chmod(0o600)
-    cli.prepend_master_key(secrets_file, "new:BBB=", "old:AAA=")
+    admin.prepend_master_key(secrets_file, "new:BBB=", "old:AAA=")
     assert secrets_file.read_text() == "SECRET_KEY=abc\nMASTER_KEYS=new:BBB=,old:AAA=\nOTHER=1\n"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     assert leftovers(tmp_path) == ["secrets.env"]

@@ -622,6 +622,31 @@ def test_parse_error_names_the_entry() -> None:
         KeyRing.parse(f"new:{SECRET_B64}, old:{b64(SECRET[:31])}")
 
 
+def test_decode_key_accepts_both_alphabets_with_or_without_padding() -> None:
+    urlsafe = base64.urlsafe_b64encode(SECRET).decode()
+    for text in (SECRET_B64, SECRET_B64.rstrip("="), urlsafe, urlsafe.rstrip("=")):
+        assert crypto.decode_key(text) == SECRET
+
+
+DECODE_ERRORS = {
+    "empty": ("", "not valid base64"),
+    "whitespace": (f" {SECRET_B64}", "not valid base64"),
+    "bad-character": (SECRET_B64[:20] + "!" + SECRET_B64[21:], "not valid base64"),
+    "padding-inside": (SECRET_B64[:20] + "=" + SECRET_B64[21:], "not valid base64"),
+    "too-much-padding": (SECRET_B64 + "==", "not valid base64"),
+    "impossible-length": ("A" * 45, "not valid base64"),  # 45 characters encode no byte string
+    "short": (b64(SECRET[:16]), "must decode to 32 bytes, got 16"),
+    "long": (b64(SECRET + b"x"), "must decode to 32 bytes, got 33"),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), DECODE_ERRORS.values(), ids=DECODE_ERRORS.keys())
+def test_decode_key_says_what_is_wrong_without_the_text(text: str, message: str) -> None:
+    with pytest.raises(crypto.KeyFormatError, match=message) as info:
+        crypto.decode_key(text)
+    assert text.strip() not in str(info.value) or not text.strip()
+
+
 @pytest.mark.parametrize(
     ("keys", "active"),
     [({}, "a"), ({"a": SECRET}, "b"), ({"a": SECRET[:31]}, "a"), ({"a b": SECRET}, "a b")],

@@ -10,11 +10,13 @@ that it works without this package.
 - ``layout``: the format's constants and size arithmetic (which segment holds which byte).
 - ``segmenter``: cutting a stream of pieces into segments without copying big pieces.
 - ``keyring``: the master keys that wrap each file key, bound to its file and owner.
+- ``keytext``: ``decode_key``, the one reader of a key written in base64 (file keys and master keys).
 - ``errors``: ``CryptoError`` and its subclasses.
 """
 
-from cryptofiles.crypto.errors import CryptoError, DecryptionError, KeyRingError
+from cryptofiles.crypto.errors import CryptoError, DecryptionError, KeyFormatError, KeyRingError
 from cryptofiles.crypto.keyring import KeyRing, wrap_aad
+from cryptofiles.crypto.keytext import decode_key
 from cryptofiles.crypto.layout import (
     ALGORITHM,
     FORMAT,
@@ -50,10 +52,12 @@ __all__ = [
     "CryptoError",
     "DecryptionError",
     "Encryptor",
+    "KeyFormatError",
     "KeyRing",
     "KeyRingError",
     "ReadPieces",
     "ciphertext_size",
+    "decode_key",
     "decrypt_range",
     "decrypt_segments",
     "decrypt_stream",

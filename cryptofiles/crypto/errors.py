@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CryptoError", "DecryptionError", "KeyRingError"]
+__all__ = ["CryptoError", "DecryptionError", "KeyFormatError", "KeyRingError"]
 
 
 class CryptoError(Exception):
@@ -15,6 +15,13 @@ class DecryptionError(CryptoError):
     Messages describe *where* decryption failed, never key material or plaintext.
     The causes are deliberately not distinguished further: with AEAD a wrong key and
     a modified segment look identical, and callers must treat both the same way.
+    """
+
+
+class KeyFormatError(CryptoError):
+    """Text that is not a key in base64, or encodes a key of the wrong length.
+
+    Messages say which, never the text itself.
     """
 
 

@@ -10,7 +10,6 @@ the old ones still unwrap existing files.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import re
 import struct
@@ -20,7 +19,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cryptofiles.crypto.errors import KeyRingError
+from cryptofiles.crypto.errors import KeyFormatError, KeyRingError
+from cryptofiles.crypto.keytext import decode_key
 from cryptofiles.crypto.layout import KEY_SIZE, TAG_SIZE, check_key
 
 __all__ = ["KeyRing", "wrap_aad"]
@@ -28,7 +28,6 @@ __all__ = ["KeyRing", "wrap_aad"]
 _WRAP_NONCE_SIZE: Final = 12
 _WRAPPED_SIZE: Final = _WRAP_NONCE_SIZE + KEY_SIZE + TAG_SIZE
 _KEK_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_B64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 _WRAP_AAD_LABEL: Final = b"cryptofiles/file-key-wrap/v1"
 
 
@@ -50,17 +49,6 @@ def _describe_entry(position: int, kek_id: str | None) -> str:
     if kek_id is not None and len(kek_id) < 43 and _KEK_ID.fullmatch(kek_id):
         return f"key ring entry {position} (id {kek_id!r})"
     return f"key ring entry {position}"
-
-
-def _decode_key(text: str) -> bytes | None:
-    """Standard or URL-safe base64, padding optional; None if it is not valid base64."""
-    if not _B64.fullmatch(text):
-        return None
-    text = text.rstrip("=").replace("-", "+").replace("_", "/")
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 class KeyRing:
@@ -123,12 +111,10 @@ class KeyRing:
                 )
             if kek_id in keys:
                 raise KeyRingError(f"{where}: duplicate id")
-            key = _decode_key(encoded)
-            if key is None:
-                raise KeyRingError(f"{where}: key is not valid base64")
-            if len(key) != KEY_SIZE:
-                raise KeyRingError(f"{where}: key must decode to {KEY_SIZE} bytes, got {len(key)}")
-            keys[kek_id] = key
+            try:
+                keys[kek_id] = decode_key(encoded)
+            except KeyFormatError as exc:
+                raise KeyRingError(f"{where}: {exc}") from None
         return cls(keys, next(iter(keys)))
 
     @staticmethod
