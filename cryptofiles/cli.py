@@ -921,7 +921,7 @@ def cmd_admin_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_create_user(args: argparse.Namespace) -> int:
-    from cryptofiles.auth import InvalidAccountData
+    from cryptofiles.accounts import InvalidAccountData
     from cryptofiles.storage import NameTaken
 
     password = read_password(args, confirm=True)

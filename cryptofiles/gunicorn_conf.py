@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cryptofiles.metrics import child_exit
+from cryptofiles.web.metrics import child_exit
 
 __all__ = ["child_exit", "on_starting", "post_worker_init", "pre_request"]
 

@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.generation.modes import GenerationMode
 
-from cryptofiles.app import services_of
-from cryptofiles.docs import load_spec
+from cryptofiles.web import services_of
+from cryptofiles.web.docs import load_spec
 from tests.security.support import auth, register, running_app, settings_for
 
 PASSWORD = "fuzzer-password"

@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import g, request
 
-from cryptofiles import connection
-from cryptofiles.errors import ApiError
+from cryptofiles.web import connection
+from cryptofiles.web.errors import ApiError
 
 # Credentials are a few hundred bytes; a JSON body larger than this is refused before parsing.
 MAX_JSON_BYTES = 64 * 1024

@@ -25,7 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from cryptofiles.auth import InvalidToken
+from cryptofiles.accounts import InvalidToken
 
 EXTENSION_KEY = "cryptofiles.metrics"
 # The label values for requests outside the closed sets (see count() below).

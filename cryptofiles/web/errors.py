@@ -1,6 +1,6 @@
 """Errors as HTTP answers, in one place, and the content negotiation they share with the views.
 
-Services raise their own small exception types (``auth.InvalidToken``, ``storage.DatabaseUnavailable``,
+Services raise their own small exception types (``accounts.InvalidToken``, ``storage.DatabaseUnavailable``,
 ...). ``STATUS_OF`` maps each to a status; the handler answers with a plain-text message, or with an
 RFC 9457 problem document when the client accepts JSON. Internals (tracebacks, exception texts of
 libraries) go to the log, never to the client.
@@ -14,7 +14,8 @@ from http import HTTPStatus
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import auth, connection, crypto, files, storage
+from cryptofiles import accounts, crypto, files, storage
+from cryptofiles.web import connection
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ class ApiError(Exception):
 
 
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
-    (auth.InvalidAccountData, 400),
+    (accounts.InvalidAccountData, 400),
     (storage.NameTaken, 400),
-    (auth.InvalidCredentials, 401),
-    (auth.InvalidToken, 401),
+    (accounts.InvalidCredentials, 401),
+    (accounts.InvalidToken, 401),
     (files.EmptyUpload, 400),
     (files.UploadInterrupted, 400),
     (files.InvalidCursor, 400),
@@ -44,7 +45,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (files.OwnerGone, 410),
     (files.UploadTooLarge, 413),
     (connection.ClientStalled, 408),
-    (auth.Busy, 503),
+    (accounts.Busy, 503),
     (storage.DatabaseUnavailable, 503),
     (storage.StorageFull, 507),
     # Server-side faults: logged with their cause, answered with a generic message.

@@ -26,11 +26,11 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import Storage as LimitsStorage
 
+from cryptofiles.accounts import LOGIN_BUDGET_FLAG, InvalidCredentials
 from cryptofiles.audit import security_event
-from cryptofiles.auth import LOGIN_BUDGET_FLAG, InvalidCredentials
-from cryptofiles.errors import error_response
-from cryptofiles.inputs import text_field
 from cryptofiles.storage import Storage, StorageError
+from cryptofiles.web.errors import error_response
+from cryptofiles.web.inputs import text_field
 
 EXTENSION_KEY = "cryptofiles.limiter"
 

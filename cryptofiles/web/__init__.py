@@ -17,27 +17,28 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request, url_for
 from werkzeug.http import parse_options_header
 
-from cryptofiles import auth, connection, crypto
-from cryptofiles.auth import Authenticator, token_required
+from cryptofiles import accounts, crypto
+from cryptofiles.accounts import Authenticator, token_required
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
-from cryptofiles.connection import ClientStalled
-from cryptofiles.docs import register_docs
-from cryptofiles.errors import ApiError, register_error_handlers, wants_json
 from cryptofiles.files import ByteRange, FileService, UploadInterrupted
-from cryptofiles.inputs import credentials, int_arg, text_field
-from cryptofiles.logs import configure_logging, init_request_logging
-from cryptofiles.metrics import EXTENSION_KEY as METRICS_KEY
-from cryptofiles.metrics import Metrics, init_metrics
-from cryptofiles.ratelimit import (
+from cryptofiles.services import Services, build_services
+from cryptofiles.storage import FileRecord, Storage
+from cryptofiles.web import connection
+from cryptofiles.web.connection import ClientStalled
+from cryptofiles.web.docs import register_docs
+from cryptofiles.web.errors import ApiError, register_error_handlers, wants_json
+from cryptofiles.web.inputs import credentials, int_arg, text_field
+from cryptofiles.web.logs import configure_logging, init_request_logging
+from cryptofiles.web.metrics import EXTENSION_KEY as METRICS_KEY
+from cryptofiles.web.metrics import Metrics, init_metrics
+from cryptofiles.web.ratelimit import (
     client_address,
     create_limiter,
     current_user,
     limited,
     password_checked,
 )
-from cryptofiles.services import Services, build_services
-from cryptofiles.storage import FileRecord, Storage
 
 EXTENSION_KEY = "cryptofiles"
 
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fl
     services = build_services(settings, clock=clock)
     services.files.sweep()  # leftovers of uploads that a crash interrupted
     app.extensions[EXTENSION_KEY] = services
-    app.extensions[auth.EXTENSION_KEY] = services.accounts  # for token_required
+    app.extensions[accounts.EXTENSION_KEY] = services.accounts  # for token_required
 
     register_error_handlers(app)
     connection.init_idle_limit(app, settings.idle_timeout_seconds)
