@@ -1,9 +1,10 @@
 """The API's description: ``GET /openapi.json`` and interactive documentation at ``GET /docs``.
 
-The OpenAPI document is written by hand in ``openapi.yaml`` beside this module (tests/test_openapi.py
-keeps it true to the routes) and read once, when the routes are registered. ``/docs`` is Swagger UI,
-served entirely from the distribution that the flask-swagger-ui package ships: nothing is fetched from
-a CDN, so the page works offline. Neither route needs a token.
+The OpenAPI document is written by hand in ``cryptofiles/openapi.yaml`` (package data;
+tests/test_openapi.py keeps it true to the routes) and read once per process, when the first app
+registers these routes: a broken document stops the start, not a request. ``/docs`` is Swagger UI,
+served entirely from the distribution that the flask-swagger-ui package ships: nothing is fetched
+from a CDN, so the page works offline. Neither route needs a token.
 
 The page runs no inline code, so that its Content-Security-Policy can forbid inline scripts: it
 carries Swagger UI's settings as a JSON data block (never executed) that ``INIT_JS``, served from
@@ -12,13 +13,15 @@ carries Swagger UI's settings as a JSON data block (never executed) that ``INIT_
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
 
 import flask_swagger_ui
 import yaml
-from flask import Flask, Response, send_from_directory, url_for
+from flask import Blueprint, Response, send_from_directory, url_for
+from flask.sansio.blueprints import BlueprintSetupState
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import escape
 
@@ -73,39 +76,51 @@ def load_spec() -> dict[str, object]:
     return spec
 
 
-def register_docs(app: Flask) -> None:
-    spec_json = json.dumps(load_spec())
+bp = Blueprint("docs", __name__)
 
-    @app.get("/openapi.json")
-    def openapi_json() -> Response:
-        return Response(spec_json, mimetype="application/json")
 
-    @app.get("/docs")
-    def docs() -> Response:
-        config = {
-            "url": url_for("openapi_json"),
-            "dom_id": "#swagger-ui",
-            "deepLinking": True,
-            "validatorUrl": None,  # the default would send the document's URL to swagger.io
-        }
-        # Escaped although every value is ours: a URL carries the request's path prefix
-        # (SCRIPT_NAME), which a client once set to markup through a header.
-        page = PAGE.format(
-            css=escape(url_for("docs_asset", filename="swagger-ui.css")),
-            icon=escape(url_for("docs_asset", filename="favicon-32x32.png")),
-            js=escape(url_for("docs_asset", filename="swagger-ui-bundle.js")),
-            init=escape(url_for("docs_asset", filename=INIT_NAME)),
-            # JSON with <, > and & escaped: nothing in it can close the data block.
-            config=htmlsafe_json_dumps(config),
-        )
-        response = Response(page, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Frame-Options"] = "DENY"  # for browsers without frame-ancestors
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+@functools.cache
+def spec_json() -> str:
+    return json.dumps(load_spec())
 
-    @app.get("/docs/<path:filename>")
-    def docs_asset(filename: str) -> Response:
-        if filename == INIT_NAME:
-            return Response(INIT_JS, mimetype="text/javascript")
-        return send_from_directory(ASSETS_DIR, filename)
+
+@bp.record_once
+def _read_document(_state: BlueprintSetupState) -> None:
+    spec_json()
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return Response(spec_json(), mimetype="application/json")
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    config = {
+        "url": url_for("docs.openapi_json"),
+        "dom_id": "#swagger-ui",
+        "deepLinking": True,
+        "validatorUrl": None,  # the default would send the document's URL to swagger.io
+    }
+    # Escaped although every value is ours: a URL carries the request's path prefix
+    # (SCRIPT_NAME), which a client once set to markup through a header.
+    page = PAGE.format(
+        css=escape(url_for("docs.docs_asset", filename="swagger-ui.css")),
+        icon=escape(url_for("docs.docs_asset", filename="favicon-32x32.png")),
+        js=escape(url_for("docs.docs_asset", filename="swagger-ui-bundle.js")),
+        init=escape(url_for("docs.docs_asset", filename=INIT_NAME)),
+        # JSON with <, > and & escaped: nothing in it can close the data block.
+        config=htmlsafe_json_dumps(config),
+    )
+    response = Response(page, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"  # for browsers without frame-ancestors
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.get("/docs/<path:filename>")
+def docs_asset(filename: str) -> Response:
+    if filename == INIT_NAME:
+        return Response(INIT_JS, mimetype="text/javascript")
+    return send_from_directory(ASSETS_DIR, filename)

@@ -1,37 +1,25 @@
-"""Errors as HTTP answers, in one place, and the content negotiation they share with the views.
+"""Errors as HTTP answers, in one place: the status of every exception, and the handlers.
 
-Services raise their own small exception types (``accounts.InvalidToken``, ``storage.DatabaseUnavailable``,
-...). ``STATUS_OF`` maps each to a status; the handler answers with a plain-text message, or with an
-RFC 9457 problem document when the client accepts JSON. Internals (tracebacks, exception texts of
-libraries) go to the log, never to the client.
+Services raise their own small exception types (``accounts.InvalidToken``,
+``storage.DatabaseUnavailable``, ...). ``STATUS_OF`` maps each to a status; the handler answers with
+a plain-text message, or with an RFC 9457 problem document when the client accepts JSON
+(``responses.error_response``). Internals (tracebacks, exception texts of libraries) go to the log,
+never to the client. The 429 of a rate limit is answered in ``ratelimit``, which knows the window.
 """
 
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from cryptofiles import accounts, crypto, files, storage
 from cryptofiles.web import connection
+from cryptofiles.web.inputs import ApiError
+from cryptofiles.web.responses import error_response
 
 log = logging.getLogger(__name__)
-
-# Seconds a client should wait before retrying a 503.
-RETRY_AFTER_SECONDS = 5
-
-
-class ApiError(Exception):
-    """An error the views raise directly, with its status and a message safe to show."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers or {}
-
 
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (accounts.InvalidAccountData, 400),
@@ -59,30 +47,6 @@ SAFE_MESSAGES: dict[type[Exception], str] = {
     storage.StorageFull: "The server is out of storage space; try again later.",
 }
 INTERNAL_ERROR = "Internal server error."
-
-
-def wants_json() -> bool:
-    """True when the client prefers JSON to plain text (``curl`` sends ``*/*``: plain text)."""
-    best = request.accept_mimetypes.best_match(
-        ["text/plain", "application/json", "application/problem+json"]
-    )
-    return best in ("application/json", "application/problem+json")
-
-
-def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    title = HTTPStatus(status).phrase
-    if wants_json():
-        response = jsonify(type="about:blank", title=title, status=status, detail=detail)
-        response.mimetype = "application/problem+json"
-    else:
-        response = Response(detail + "\n", mimetype="text/plain")
-    response.status_code = status
-    response.headers.update(headers or {})
-    if status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    if status == 503:
-        response.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-    return response
 
 
 def register_error_handlers(app: Flask) -> None:
