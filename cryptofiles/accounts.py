@@ -224,7 +224,7 @@ class TokenService:
         return claims
 
 
-def always() -> bool:
+def _always() -> bool:
     return True
 
 
@@ -243,7 +243,7 @@ class Authenticator:
         hasher: PasswordHasher,
         tokens: TokenService,
         clock: Clock = utcnow,
-        password_check_allowed: Callable[[], bool] = always,
+        password_check_allowed: Callable[[], bool] = _always,
     ) -> None:
         self.storage = storage
         self.hasher = hasher
