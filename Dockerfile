@@ -26,4 +26,4 @@ EXPOSE 5000
 # clients, --header-map dangerous with the pre_request filter of cryptofiles/gunicorn_conf.py for the
 # seed's underscore headers.
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/cryptofiles-metrics
-CMD ["sh", "-c", "exec python -m gevent.monkey --module gunicorn --bind 0.0.0.0:5000 --worker-class gevent --workers ${WEB_WORKERS:-2} --worker-connections ${WEB_CONNECTIONS:-1000} --keep-alive ${HEADER_TIMEOUT_SECONDS:-10} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --config python:cryptofiles.gunicorn_conf --log-level ${LOG_LEVEL:-info} 'cryptofiles.app:create_app()'"]
+CMD ["sh", "-c", "exec python -m gevent.monkey --module gunicorn --bind 0.0.0.0:5000 --worker-class gevent --workers ${WEB_WORKERS:-2} --worker-connections ${WEB_CONNECTIONS:-1000} --keep-alive ${HEADER_TIMEOUT_SECONDS:-10} --header-map dangerous --timeout 120 --graceful-timeout 30 --no-control-socket --config python:cryptofiles.gunicorn_conf --log-level ${LOG_LEVEL:-info} 'cryptofiles.web:create_app()'"]

@@ -172,7 +172,7 @@ def sink_gunicorn_args(port: int, server_env: dict[str, str]) -> list[str]:
         web_connections=int(env.get("WEB_CONNECTIONS", Settings.web_connections)),
     )
     args = gunicorn_command(settings)
-    if not args[-1].startswith("cryptofiles.app:"):
+    if not args[-1].startswith("cryptofiles.web:"):
         raise RuntimeError(f"unexpected gunicorn command (last argument {args[-1]!r})")
     return [*args[:-1], "bench.sink_app:app"]
 

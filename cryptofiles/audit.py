@@ -2,7 +2,7 @@
 requests for somebody else's file, rate-limit hits), with no knowledge of HTTP.
 
 Events go to the ``cryptofiles.security`` logger with their fields under ``details``. Who the
-request was for and where it came from are added by the web layer's log filter (``logs.py``),
+request was for and where it came from are added by the web layer's log filter (``web/logs.py``),
 so services stay usable without Flask (the CLI, tests). User input in a field goes through
 ``clip`` and the JSON encoder: bounded, and unable to forge log lines.
 """

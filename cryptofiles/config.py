@@ -86,7 +86,7 @@ class Settings:
     max_upload_bytes: int = 10 * GiB
     password_hash: str = DEFAULT_PASSWORD_HASH
     password_hash_concurrency: int = 2
-    # Password checks that may wait for a hashing slot; None: 4 per slot (auth.DEFAULT_QUEUE_PER_SLOT).
+    # Password checks that may wait for a hashing slot; None: 4 per slot (accounts.DEFAULT_QUEUE_PER_SLOT).
     password_hash_queue: int | None = None
     mongodb_timeout_ms: int = 5000
     mongodb_write_concern: str | int = "majority"

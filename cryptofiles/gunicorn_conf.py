@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cryptofiles.metrics import child_exit
+from cryptofiles.web.metrics import child_exit
 
 __all__ = ["child_exit", "on_starting", "post_worker_init", "pre_request"]
 
@@ -47,7 +47,7 @@ class _StalledClientFilter(logging.Filter):
     """One plain line, not an error with a traceback, for a client cut off by the idle limit.
 
     A client that stops reading a download (or sending a request) for ``IDLE_TIMEOUT_SECONDS``
-    (connection.py) is closed on purpose; gunicorn reports the socket's timeout as "Socket error
+    (web/connection.py) is closed on purpose; gunicorn reports the socket's timeout as "Socket error
     processing request" at ERROR level with a traceback, which would bury real errors.
     """
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptofiles.config import ConfigError, Settings, configured_values, read_env_file
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import DatabaseStartError, LocalDatabase, NoDatabaseServer, die_with_parent
-from cryptofiles.logs import configure_logging
+from cryptofiles.web.logs import configure_logging
 
 log = logging.getLogger("cryptofiles.serve")
 
@@ -89,7 +89,7 @@ def gunicorn_command(settings: Settings) -> list[str]:
         # Server hooks only (metrics of dead workers); all options stay on this command line.
         "--config", "python:cryptofiles.gunicorn_conf",
         "--log-level", settings.log_level.lower(),
-        "cryptofiles.app:create_app()",
+        "cryptofiles.web:create_app()",
     ]  # fmt: skip
 
 

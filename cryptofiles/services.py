@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from cryptofiles.auth import Authenticator, PasswordHasher, TokenService
+from cryptofiles.accounts import Authenticator, PasswordHasher, TokenService
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService

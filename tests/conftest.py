@@ -17,10 +17,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.devdb import LocalDatabase
+from cryptofiles.web import create_app, services_of
 
 # Cheaper than production's scrypt cost so that the suite stays fast; tests of the cost itself
 # set PASSWORD_HASH explicitly.

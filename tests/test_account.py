@@ -40,7 +40,7 @@ def test_password_change_revokes_every_older_token(client: FlaskClient, accounts
 def test_password_change_holds_across_instances(
     settings: Any, client: FlaskClient, accounts: Accounts
 ) -> None:
-    from cryptofiles.app import create_app, services_of
+    from cryptofiles.web import create_app, services_of
 
     token = accounts.token()
     other = create_app(settings)

@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
-from cryptofiles.app import services_of
 from cryptofiles.storage import NameTaken, Storage
+from cryptofiles.web import services_of
 from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts
 
 REGISTER = ("New_User_Name", "New_User_Password")
@@ -345,7 +345,7 @@ def test_logout_revokes_only_that_token(client: FlaskClient, accounts: Accounts,
 def test_logout_holds_for_every_app_instance(
     settings: Any, accounts: Accounts, client: FlaskClient
 ) -> None:
-    from cryptofiles.app import create_app, services_of
+    from cryptofiles.web import create_app, services_of
 
     token = accounts.token()
     other_app = create_app(settings)

@@ -27,11 +27,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from cryptofiles import auth
-from cryptofiles.app import create_app, services_of
-from cryptofiles.auth import Authenticator, Busy, InvalidToken, PasswordHasher, TokenService
+from cryptofiles import accounts as auth
+from cryptofiles.accounts import Authenticator, Busy, InvalidToken, PasswordHasher, TokenService
 from cryptofiles.config import DEFAULT_PASSWORD_HASH, Settings
 from cryptofiles.crypto import KeyRing
+from cryptofiles.web import create_app, services_of
 from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts, fresh_settings_values
 
 CHEAP_HASH = "scrypt:1024:8:1"  # for tests about the hasher's plumbing, not its cost

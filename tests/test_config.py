@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cryptofiles import config
-from cryptofiles.app import create_app
 from cryptofiles.config import ConfigError, Settings
+from cryptofiles.web import create_app
 
 URI_PASSWORD = "hunter2-db-password"
 URI = f"mongodb://app:{URI_PASSWORD}@db.example:27017/?authSource=admin"

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cryptofiles import crypto
-from cryptofiles.app import services_of
+from cryptofiles.web import services_of
 from tests.conftest import Accounts
 
 FIRST = crypto.SEGMENT_SIZE - crypto.HEADER_SIZE - crypto.TAG_SIZE  # plaintext in segment 0

@@ -24,9 +24,9 @@ from flask.testing import FlaskClient
 from werkzeug.http import parse_options_header
 
 from cryptofiles import crypto
-from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
+from cryptofiles.web import create_app, services_of
 from tests.conftest import Accounts, fresh_settings_values
 from tests.tink_oracle import tink_decrypt
 

@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles import auth
-from cryptofiles.app import services_of
+from cryptofiles import accounts
 from cryptofiles.config import Settings
+from cryptofiles.web import services_of
 from tests.conftest import PASSWORD, Accounts
 
 
@@ -185,7 +185,7 @@ def test_a_password_check_outside_the_budget_is_refused(app: Flask) -> None:
     authenticator = services_of(app).accounts
     with app.test_request_context("/a-new-route"), pytest.raises(RuntimeError, match="password"):
         authenticator.login("anyone", PASSWORD)
-    with pytest.raises(auth.InvalidCredentials):
+    with pytest.raises(accounts.InvalidCredentials):
         authenticator.login("anyone", PASSWORD)
 
 

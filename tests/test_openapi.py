@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from werkzeug.test import TestResponse
 
-from cryptofiles.app import services_of
-from cryptofiles.docs import load_spec, register_docs
 from cryptofiles.storage import DatabaseUnavailable
+from cryptofiles.web import services_of
+from cryptofiles.web.docs import load_spec
 from tests.conftest import PASSWORD, Accounts
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")  # HEAD and OPTIONS are Flask's own
@@ -35,8 +35,6 @@ def settings_values(settings_values: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    if "/openapi.json" not in {rule.rule for rule in app.url_map.iter_rules()}:
-        register_docs(app)  # until create_app does it itself
     return app.test_client()
 
 

@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
+from cryptofiles.web import create_app, services_of
 from tests.conftest import Accounts
 
 

@@ -22,7 +22,6 @@ from pymongo.errors import AutoReconnect
 from pymongo.synchronous.collection import Collection
 
 from cryptofiles import crypto
-from cryptofiles.app import create_app, services_of
 from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import (
@@ -34,6 +33,7 @@ from cryptofiles.files import (
     UploadTooLarge,
 )
 from cryptofiles.storage import CorruptFile, DatabaseUnavailable, FileRecord, Storage
+from cryptofiles.web import create_app, services_of
 from tests.conftest import Accounts
 
 MiB = 1 << 20

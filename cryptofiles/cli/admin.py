@@ -104,7 +104,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
-    from cryptofiles.auth import InvalidAccountData
+    from cryptofiles.accounts import InvalidAccountData
 
     password = read_password(args, confirm=True)
     settings = admin_settings(args.secrets_file)

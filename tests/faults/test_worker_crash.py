@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cryptofiles.app import create_app, services_of
+from cryptofiles.web import create_app, services_of
 from tests.faults.support import (
     Acknowledged,
     Answer,

@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
+from cryptofiles.web import create_app, services_of
 from tests.conftest import TEST_PASSWORD_HASH
 
 JSON = {"Accept": "application/json"}

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from cryptofiles.app import services_of
+from cryptofiles.web import services_of
 from tests.security.support import JSON, answer, auth, register
 from tests.test_auth import assert_similar_cost
 

@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.generation.modes import GenerationMode
 
-from cryptofiles.app import services_of
-from cryptofiles.docs import load_spec
+from cryptofiles.web import services_of
+from cryptofiles.web.docs import load_spec
 from tests.security.support import auth, register, running_app, settings_for
 
 PASSWORD = "fuzzer-password"
@@ -252,7 +252,7 @@ def query_string(pairs: list[tuple[bytes, bytes]]) -> str:
 
 def test_query_strings_never_answer_5xx(fuzz: Fuzz) -> None:
     routes = every_route(fuzz.app)
-    assert ("GET", "/files", "list_files", frozenset()) in routes and len(routes) > 10
+    assert ("GET", "/files", "files.list_files", frozenset()) in routes and len(routes) > 10
     adapter = fuzz.app.url_map.bind("localhost")
 
     @fuzz_settings(max_examples=40 * len(routes))

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from cryptofiles import crypto, storage
-from cryptofiles.auth import Authenticator
+from cryptofiles.accounts import Authenticator
 from cryptofiles.files import FileService
 from tests.security.support import JSON, auth, login, register, running_app, settings_for, upload
 

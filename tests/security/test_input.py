@@ -26,8 +26,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import services_of
-from cryptofiles.inputs import MAX_JSON_BYTES
+from cryptofiles.web import services_of
+from cryptofiles.web.inputs import MAX_JSON_BYTES
 from tests.security.support import auth, register, running_app, settings_for, upload
 from tests.test_e2e import Server
 

@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 )
 
 from cryptofiles import crypto
-from cryptofiles.app import services_of
+from cryptofiles.web import services_of
 from tests.security.support import (
     JSON,
     answer,

@@ -27,11 +27,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.app import create_app
-from cryptofiles.auth import TokenService
+from cryptofiles.accounts import TokenService
 from cryptofiles.config import ConfigError
 from cryptofiles.devdb import free_port
 from cryptofiles.serve import GENERATED_SECRETS
+from cryptofiles.web import create_app
 from tests.security.support import auth, login, register, running_app, settings_for, upload
 from tests.test_auth import b64url, make_token, unsigned
 
@@ -199,7 +199,7 @@ GENUINE_STATUS = {"kid-operator": 401}
 def test_key_locating_headers_are_ignored(
     victim: Victim, watched_network: list[Any], route: str, header: dict[str, Any]
 ) -> None:
-    """Decided from auth.py: PyJWT with a fixed key and algorithms=["HS256"] never reads kid, jku,
+    """Decided from accounts.py: PyJWT with a fixed key and algorithms=["HS256"] never reads kid, jku,
     x5u, jwk or x5c. A token is judged by its signature and claims alone, so such headers neither
     help a forgery nor hurt a genuine token, and no key is ever fetched."""
     label = next(k for k, v in KEY_HEADERS.items() if v is header)

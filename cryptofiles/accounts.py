@@ -1,14 +1,13 @@
-"""Accounts and tokens: password hashing (werkzeug scrypt), JWTs (PyJWT), and the ``token_required`` guard.
+"""Accounts and tokens: the account rules, password hashing (werkzeug scrypt), JWTs (PyJWT).
 
-The only module that imports PyJWT and ``werkzeug.security``. ``Authenticator`` is the service that the
-views, the CLI and the tests call; ``token_required`` is its thin HTTP face.
+The only module that imports PyJWT and ``werkzeug.security``; no Flask here. ``Authenticator`` is the
+service that the views, the CLI and the tests call; ``web.guard.token_required`` is its thin HTTP face.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import re
 import secrets
@@ -16,10 +15,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import jwt
-from flask import current_app, g, has_request_context, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cryptofiles import blocking
@@ -46,12 +44,6 @@ REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
 HASH_SLOT_WAIT_SECONDS = 2.0
 # Waiting requests per running hash when PASSWORD_HASH_QUEUE is not set.
 DEFAULT_QUEUE_PER_SLOT = 4
-
-EXTENSION_KEY = "cryptofiles.auth"
-# Set on flask.g by ratelimit.password_checked, the decorator of every route that checks a password.
-# A check in a request without it is a route that forgot the login budget: an unlimited guessing
-# oracle. It is refused (a 500), so that the route's first test shows the omission.
-LOGIN_BUDGET_FLAG = "login_budget_applies"
 
 log = logging.getLogger(__name__)
 
@@ -232,16 +224,32 @@ class TokenService:
         return claims
 
 
+def _always() -> bool:
+    return True
+
+
 class Authenticator:
-    """Registration, login, logout and token checks: the account rules in one place."""
+    """Registration, login, logout and token checks: the account rules in one place.
+
+    ``password_check_allowed`` says whether a password may be checked now. Outside the web (the
+    CLI's admin commands, tests) it always may; the web app sets it to refuse a check in a request
+    that did not spend the login budget (``web.ratelimit.password_checked``): such a route would be
+    an unlimited guessing oracle, and the refusal (a 500) makes its first test show the omission.
+    """
 
     def __init__(
-        self, storage: Storage, hasher: PasswordHasher, tokens: TokenService, clock: Clock = utcnow
+        self,
+        storage: Storage,
+        hasher: PasswordHasher,
+        tokens: TokenService,
+        clock: Clock = utcnow,
+        password_check_allowed: Callable[[], bool] = _always,
     ) -> None:
         self.storage = storage
         self.hasher = hasher
         self.tokens = tokens
         self.clock = clock
+        self.password_check_allowed = password_check_allowed
 
     def register(self, name: str, password: str) -> User:
         check_name(name)
@@ -272,7 +280,7 @@ class Authenticator:
             raise InvalidCredentials("Wrong password.")
 
     def _check(self, stored_hash: str | None, password: str) -> bool:
-        if has_request_context() and not g.get(LOGIN_BUDGET_FLAG):
+        if not self.password_check_allowed():
             raise RuntimeError("this route checks a password without ratelimit.password_checked")
         return self.hasher.verify(stored_hash, password)
 
@@ -293,45 +301,3 @@ class Authenticator:
 
     def logout(self, principal: Principal) -> None:
         self.storage.revocations.revoke(principal.jti, principal.expires_at, self.clock())
-
-
-def token_from_headers(headers: Any) -> str:
-    """The token from ``x-access-tokens`` (the seed's header) or ``Authorization: Bearer``.
-
-    Tokens in the query string are never read: URLs end up in logs and browser history.
-    """
-    seed_token = headers.get("x-access-tokens", "").strip()
-    bearer_token = ""
-    authorization = headers.get("Authorization", "").strip()
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise InvalidToken("Authorization header must be 'Bearer <token>'.")
-        bearer_token = value.strip()
-    if seed_token and bearer_token and seed_token != bearer_token:
-        # Two different tokens: which one would a proxy or log have attributed the request to?
-        raise InvalidToken("Two different tokens were sent; send one.")
-    token = seed_token or bearer_token
-    if not token:
-        raise InvalidToken("A valid token is missing.")
-    return token
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def token_required(view: F) -> F:
-    """Let the view run only for a valid token; ``g.principal`` is then who it speaks for."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticator: Authenticator = current_app.extensions[EXTENSION_KEY]
-        token = token_from_headers(request.headers)
-        try:
-            g.principal = authenticator.authenticate(token)
-        except InvalidToken:
-            security_event("token.rejected", path=request.path)
-            raise
-        return view(*args, **kwargs)
-
-    return cast(F, wrapper)

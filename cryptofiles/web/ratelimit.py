@@ -9,30 +9,44 @@ keep it limited only while he keeps hammering, and the real user is free again o
 Limits (configurable, see README): failed password checks per account name and per client address
 (``password_checked``: login, password change and account deletion share them), registrations per
 client address, key fetches per user. Breaches answer 429 with ``Retry-After``.
+
+The decorators (``limited``, ``password_checked``) only declare: a view is decorated once, at import,
+for every app, while each app has its own limiter on its own database (tests build many apps in one
+process, some at once). So each app binds a declared limit to its limiter when a request first needs
+it (``Limits.bound``) and keeps the bound view; nothing per app is kept at module level.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask import Flask, Response, current_app, g, has_request_context, request
+from flask_limiter import Limiter, RateLimitExceeded, RouteLimit
 from limits.storage import Storage as LimitsStorage
 
+from cryptofiles.accounts import InvalidCredentials
 from cryptofiles.audit import security_event
-from cryptofiles.auth import LOGIN_BUDGET_FLAG, InvalidCredentials
-from cryptofiles.errors import error_response
-from cryptofiles.inputs import text_field
+from cryptofiles.config import Settings
+from cryptofiles.services import Services
 from cryptofiles.storage import Storage, StorageError
+from cryptofiles.web.inputs import text_field
+from cryptofiles.web.responses import error_response
 
 EXTENSION_KEY = "cryptofiles.limiter"
+# Set on flask.g by password_checked, the decorator of every route that checks a password; read by
+# password_check_allowed, the hook create_app gives the Authenticator.
+LOGIN_BUDGET_FLAG = "login_budget_applies"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class MongoCounters(LimitsStorage):
@@ -95,19 +109,48 @@ def current_user() -> str:
     return f"user:{g.principal.user.public_id}"
 
 
-def create_limiter(app: Flask, storage: Storage) -> Limiter:
+class Limits:
+    """An app's limiter, and the views of this app bound to it (see the module's docstring)."""
+
+    def __init__(self, limiter: Limiter, services: Services) -> None:
+        self.limiter = limiter
+        self.settings: Settings = services.settings
+        self.storage: Storage = services.storage
+        self._bound: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self._binding = threading.Lock()
+
+    def bound(
+        self, view: Callable[..., Any], bind: Callable[[Limits], Callable[..., Any]]
+    ) -> Callable[..., Any]:
+        """``view`` under its limits on this app's limiter, bound by ``bind`` on first use."""
+        checked = self._bound.get(view)
+        if checked is None:
+            # Once per view and app: flask-limiter adds every limit it wraps a view in to the
+            # limits of that view's name, so a second binding would count each request twice.
+            with self._binding:
+                checked = self._bound.get(view)
+                if checked is None:
+                    checked = self._bound[view] = bind(self)
+        return checked
+
+
+def limits_of(app: Flask) -> Limits:
+    return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
+def init_limiter(app: Flask, services: Services) -> Limits:
     limiter = Limiter(
         key_func=client_address,
         app=app,
         storage_uri="cryptofiles://",
-        storage_options={"storage": storage},  # type: ignore[dict-item]
+        storage_options={"storage": services.storage},  # type: ignore[dict-item]
         strategy="fixed-window",
         # Our error handler sets Retry-After on 429 (see retry_after); flask-limiter's own headers
         # would also land on every other answer, overwriting a 503's Retry-After.
         headers_enabled=False,
         key_prefix="rl",
     )
-    app.extensions[EXTENSION_KEY] = limiter
+    limits = app.extensions[EXTENSION_KEY] = Limits(limiter, services)
 
     @app.errorhandler(RateLimitExceeded)
     def too_many(exc: RateLimitExceeded) -> Response:
@@ -115,12 +158,12 @@ def create_limiter(app: Flask, storage: Storage) -> Limiter:
         headers = {"Retry-After": str(retry_after_seconds())}
         return error_response(429, exc.description or "Too many requests.", headers)
 
-    return limiter
+    return limits
 
 
 def retry_after_seconds() -> int:
     """Seconds until the breached window of this request ends (at least 1)."""
-    limiter: Limiter = current_app.extensions[EXTENSION_KEY]
+    limiter = limits_of(current_app).limiter
     breached = [limit for limit in limiter.current_limits if limit.breached]
     if not breached:
         return 1
@@ -135,16 +178,35 @@ def _message(limit: str) -> str:
     return f"Too many requests (limit: {limit}); retry after Retry-After seconds."
 
 
-def limited(app: Flask, limit: str, key_func: Callable[[], str], scope: str) -> Callable[..., Any]:
-    """A decorator applying ``limit`` (e.g. "10/minute") per ``key_func``, in its own ``scope``."""
-    limiter: Limiter = app.extensions[EXTENSION_KEY]
-    return limiter.limit(limit, key_func=key_func, scope=scope, error_message=_message(limit))
+def limited(scope: str, *, by: Callable[[], str]) -> Callable[[F], F]:
+    """A decorator applying the limit ``RATE_LIMIT_<SCOPE>`` (e.g. "10/minute") per ``by``.
+
+    The counters' scope is "<view name>:<scope>", as flask-limiter named them when each view was
+    its own endpoint: the keys, and so the counts already stored, stay the same under blueprints.
+    """
+    setting = f"rate_limit_{scope}"
+    if setting not in {field.name for field in dataclasses.fields(Settings)}:
+        raise ValueError(f"no setting {setting.upper()} for the limit {scope!r}")
+
+    def decorate(view: F) -> F:
+        counters = f"{view.__name__}:{scope}"
+
+        def bind(limits: Limits) -> Callable[..., Any]:
+            limit = getattr(limits.settings, setting)
+            return limits.limiter.shared_limit(
+                limit, scope=counters, key_func=by, error_message=_message(limit)
+            )(view)
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return limits_of(current_app).bound(view, bind)(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def password_checked(app: Flask) -> Callable[[F], F]:
+def password_checked(view: F) -> F:
     """The decorator of every route that checks a password (under ``token_required``, if any).
 
     Such a route spends the login budget: per account name (``RATE_LIMIT_LOGIN_NAME``) and per
@@ -152,52 +214,59 @@ def password_checked(app: Flask) -> Callable[[F], F]:
     failed check keeps its place: the budget is taken before the view runs and given back after
     any other outcome. (flask-limiter's ``deduct_when`` counts after the view but only tests
     before it, so a burst of parallel guesses would all pass the test before any of them counted.)
-    ``auth.Authenticator`` refuses to check a password in a request that did not come through
-    here, so a new route cannot forget the limit.
+    ``accounts.Authenticator`` refuses to check a password in a request that did not come through
+    here (``password_check_allowed``), so a new route cannot forget the limit.
     """
-    services = app.extensions["cryptofiles"]  # app.EXTENSION_KEY
-    settings = services.settings
-    storage: Storage = services.storage
-    limiter: Limiter = app.extensions[EXTENSION_KEY]
-    by_name = limiter.shared_limit(
+
+    def bind(limits: Limits) -> Callable[..., Any]:
+        by_name, by_address = _password_budget(limits)
+        return by_name(by_address(view))
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        limits = limits_of(current_app)
+        setattr(g, LOGIN_BUDGET_FLAG, True)
+        failed = False
+        try:
+            return limits.bound(view, bind)(*args, **kwargs)
+        except InvalidCredentials:
+            failed = True
+            raise
+        finally:
+            if not failed:  # right password, bad input, busy, or refused by a limit
+                give_back(limits)
+
+    return cast(F, wrapper)
+
+
+def _password_budget(limits: Limits) -> tuple[RouteLimit, RouteLimit]:
+    """The two shared limits of every route that checks a password, on an app's limiter."""
+    settings = limits.settings
+    by_name = limits.limiter.shared_limit(
         settings.rate_limit_login_name,
         scope="password-name",
         key_func=password_owner,
         error_message=_message(settings.rate_limit_login_name),
     )
-    by_address = limiter.shared_limit(
+    by_address = limits.limiter.shared_limit(
         settings.rate_limit_login_address,
         scope="password-address",
         key_func=client_address,
         error_message=_message(settings.rate_limit_login_address),
     )
-
-    def decorate(view: F) -> F:
-        limited_view = by_name(by_address(view))
-
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            setattr(g, LOGIN_BUDGET_FLAG, True)
-            failed = False
-            try:
-                return limited_view(*args, **kwargs)
-            except InvalidCredentials:
-                failed = True
-                raise
-            finally:
-                if not failed:  # right password, bad input, busy, or refused by a limit
-                    give_back(limiter, storage)
-
-        return cast(F, wrapper)
-
-    return decorate
+    return by_name, by_address
 
 
-def give_back(limiter: Limiter, storage: Storage) -> None:
+def password_check_allowed() -> bool:
+    """The Authenticator's hook in the web app: inside a request, only under ``password_checked``."""
+    return not has_request_context() or bool(g.get(LOGIN_BUDGET_FLAG))
+
+
+def give_back(limits: Limits) -> None:
     """Return what this request took from each of its counters."""
     now = datetime.now(UTC)
-    for limit in limiter.current_limits:
+    for limit in limits.limiter.current_limits:
         # At worst, a counter the database failed to decrement keeps one attempt too many: not
         # worth turning a password change that happened into an error.
         with contextlib.suppress(StorageError):
-            storage.counters.give_back(limit.key, now)
+            limits.storage.counters.give_back(limit.key, now)

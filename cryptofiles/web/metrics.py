@@ -1,20 +1,17 @@
-"""Prometheus metrics at ``GET /metrics``: requests by route and status, latency, bytes in and out,
-uploads in flight.
+"""Prometheus metrics: requests by route and status, latency, bytes in and out, uploads in flight.
 
 gunicorn runs several worker processes; with ``PROMETHEUS_MULTIPROC_DIR`` set (the launcher sets it)
-each worker writes its values there and ``/metrics`` adds them up across workers. Metrics tell how the
-service is used, so the route asks for its own bearer token, ``METRICS_TOKEN``; without one configured
-it answers 401 to everyone.
+each worker writes its values there and ``GET /metrics`` (in ``health``, with its own token) adds them
+up across workers.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from collections.abc import Iterable, Iterator
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,13 +22,13 @@ from prometheus_client import (
     multiprocess,
 )
 
-from cryptofiles.auth import InvalidToken
-
 EXTENSION_KEY = "cryptofiles.metrics"
 # The label values for requests outside the closed sets (see count() below).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "other"
 UNMATCHED = "unmatched"
+# What GET /metrics answers with: the text format, without its version parameter.
+MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
 
 
 class Metrics:
@@ -81,7 +78,7 @@ class Metrics:
             self.uploads_in_flight.dec()
 
 
-def init_metrics(app: Flask, metrics_token: str | None) -> Metrics:
+def init_metrics(app: Flask) -> Metrics:
     metrics = Metrics()
     app.extensions[EXTENSION_KEY] = metrics
 
@@ -103,18 +100,12 @@ def init_metrics(app: Flask, metrics_token: str | None) -> Metrics:
             metrics.latency.labels(route).observe(time.perf_counter() - started)
         return response
 
-    @app.get("/metrics")
-    def metrics_view() -> Response:
-        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
-        if (
-            not metrics_token
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(offered.strip().encode(), metrics_token.encode())
-        ):
-            raise InvalidToken("A valid metrics token is missing.")
-        return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
-
     return metrics
+
+
+def current_metrics() -> Metrics:
+    """The metrics of the app handling the current request."""
+    return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -1,0 +1,53 @@
+"""The web layer: the application factory, and every module that imports Flask.
+
+``create_app()`` builds everything from ``Settings`` (read from the environment when none is given);
+nothing happens at import time. Each concern is a blueprint whose views are module-level functions:
+``accounts`` (registration, login, logout, password, deletion), ``files`` (upload, download, listing,
+keys), ``health`` (liveness, readiness, metrics) and ``docs`` (OpenAPI, Swagger UI). Views read
+"authenticate, look up, check, act, answer": ``guard.token_required`` authenticates, the services
+(``cryptofiles.accounts``, ``cryptofiles.files``) do the work, ``inputs`` parses every request field,
+``responses`` shapes every answer and ``errors`` maps the services' exceptions to statuses. Rate limits
+(``ratelimit``) are declared on the views and bound to each app's limiter at request time.
+
+``services_of`` lives in ``context`` so that blueprints can import it without importing this factory.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from cryptofiles.clock import Clock, utcnow
+from cryptofiles.config import Settings
+from cryptofiles.services import build_services
+from cryptofiles.web import accounts, connection, docs, files, health
+from cryptofiles.web.context import EXTENSION_KEY, services_of
+from cryptofiles.web.errors import register_error_handlers
+from cryptofiles.web.logs import configure_logging, init_request_logging
+from cryptofiles.web.metrics import init_metrics
+from cryptofiles.web.ratelimit import init_limiter, password_check_allowed
+
+__all__ = ["EXTENSION_KEY", "create_app", "services_of"]
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__, static_folder=None)  # no static files: no unauthenticated /static route
+    # Uploads stream through our own size guard; Flask's limit would only apply to form parsing.
+    app.config["MAX_CONTENT_LENGTH"] = None
+
+    services = build_services(settings, clock=clock)
+    # Inside a request, a password may only be checked under ratelimit.password_checked.
+    services.accounts.password_check_allowed = password_check_allowed
+    services.files.sweep()  # leftovers of uploads that a crash interrupted
+    app.extensions[EXTENSION_KEY] = services
+
+    # In this order: before_request hooks run in it, after_request hooks in reverse.
+    register_error_handlers(app)
+    connection.init_idle_limit(app, settings.idle_timeout_seconds)
+    init_request_logging(app)
+    init_metrics(app)
+    init_limiter(app, services)
+    for blueprint in (accounts.bp, health.bp, files.bp, docs.bp):
+        app.register_blueprint(blueprint)
+    return app

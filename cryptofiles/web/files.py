@@ -1,0 +1,119 @@
+"""Files over HTTP: upload, download (ciphertext, or plaintext for the owner), listing, metadata,
+deletion and the file's key.
+
+The work is ``files.FileService``'s: ``get(id, owner=...)`` answers "not yours" exactly like "not
+found". Every route needs a token; key fetches are also rate-limited per user.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from flask import Blueprint, Response, g, jsonify, request, url_for
+
+from cryptofiles import crypto
+from cryptofiles.web.context import current_services
+from cryptofiles.web.guard import token_required
+from cryptofiles.web.inputs import int_arg, request_body, upload_content_type, upload_name
+from cryptofiles.web.metrics import current_metrics
+from cryptofiles.web.ratelimit import current_user, limited
+from cryptofiles.web.responses import file_json, ranged_response, reply
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+
+bp = Blueprint("files", __name__)
+
+
+@bp.post("/upload")
+@token_required
+def upload() -> Response:
+    record = current_services().files.upload(
+        g.principal.user.public_id,
+        current_metrics().counted_in(request_body()),
+        name=upload_name(),
+        content_type=upload_content_type(),
+        declared_size=request.content_length,
+    )
+    response = reply(record.id, 201, json=file_json(record))
+    response.headers["Location"] = url_for("files.download", file_id=record.id)
+    return response
+
+
+@bp.get("/files/<file_id>")
+@token_required
+def download(file_id: str) -> Response:
+    files = current_services().files
+    record = files.get(file_id)
+    return ranged_response(
+        record.stored_size,
+        etag=record.id,  # files never change, so the id is a strong validator
+        body=lambda span: files.ciphertext(record, span),
+        mimetype="application/octet-stream",
+        filename=f"{record.name or record.id}.enc",
+    )
+
+
+@bp.get("/files/<file_id>/plaintext")
+@token_required
+def plaintext(file_id: str) -> Response:
+    files = current_services().files
+    record = files.get(file_id, owner=g.principal.user.public_id)
+    response = ranged_response(
+        record.size,
+        etag=f"{record.id}.plain",
+        body=lambda span: files.plaintext(record, span),
+        mimetype=record.content_type or "application/octet-stream",
+        filename=record.name or record.id,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/files")
+@token_required
+def list_files() -> Response:
+    records, next_cursor = current_services().files.list(
+        g.principal.user.public_id,
+        limit=int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE),
+        cursor=request.args.get("cursor"),
+    )
+    return jsonify(files=[file_json(r) for r in records], next_cursor=next_cursor)
+
+
+@bp.get("/files/<file_id>/info")
+@token_required
+def file_info(file_id: str) -> Response:
+    record = current_services().files.get(file_id, owner=g.principal.user.public_id)
+    return jsonify(file_json(record))
+
+
+@bp.delete("/files/<file_id>")
+@token_required
+def delete_file(file_id: str) -> Response:
+    files = current_services().files
+    record = files.get(file_id, owner=g.principal.user.public_id)
+    files.delete(record)
+    return Response(status=204)
+
+
+@bp.get("/files/<file_id>/key")
+@token_required
+@limited("keys", by=current_user)
+def file_key(file_id: str) -> Response:
+    files = current_services().files
+    record = files.get(file_id, owner=g.principal.user.public_id)
+    key = base64.b64encode(files.key(record)).decode()
+    response = reply(
+        key,
+        json={
+            "id": record.id,
+            "key": key,
+            "encoding": "base64",
+            "algorithm": crypto.ALGORITHM,
+            "format": crypto.FORMAT,
+            "segment_size": crypto.SEGMENT_SIZE,
+        },
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,202 @@
+"""Reading what clients send, safely: text fields from headers or a JSON body, integer query
+parameters, the upload's body, name and type, and the byte range of a download.
+
+Every field a view reads goes through here, so the rules live in one place: header values are
+decoded as UTF-8 (WSGI hands them over as latin-1), JSON bodies are bounded in size and nesting,
+values must be strings (operator objects such as {"$gt": ""} never reach a query), and text must
+be encodable (a lone surrogate from a JSON escape would otherwise fail deep inside hashing). A field
+that breaks a rule raises ``ApiError`` with its status and a message safe to show.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import g, request
+from werkzeug.http import parse_options_header
+
+from cryptofiles import crypto
+from cryptofiles.files import ByteRange, UploadInterrupted
+from cryptofiles.web import connection
+from cryptofiles.web.connection import ClientStalled
+
+# Credentials are a few hundred bytes; a JSON body larger than this is refused before parsing.
+MAX_JSON_BYTES = 64 * 1024
+# ASCII digits only, and few of them: str.isdigit and int() also accept superscripts, fullwidth and
+# Arabic-Indic digits, and int() raises on more than 4300 digits, which answered 500 once.
+INTEGER_RE = re.compile(r"[0-9]{1,9}")
+
+# How much of the request body is read at a time: one segment's worth keeps the pipeline simple.
+BODY_BLOCK = crypto.SEGMENT_SIZE
+MAX_FILE_NAME_CHARS = 255
+CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1,63}")
+CUT_OFF = "The upload was cut off before the end of the body."
+PLAIN_FILENAME_RE = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
+# C0 controls and DEL (header splitting, terminal escapes), and the Unicode bidirectional controls:
+# embeddings and overrides U+202A-U+202E, isolates U+2066-U+2069, and the marks U+200E, U+200F,
+# U+061C. These reorder how a name is displayed, so "invoice\u202efdp.exe" shows as "invoiceexe.pdf"
+# in a listing or a save dialog; no legitimate file name needs them.
+CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+class ApiError(Exception):
+    """A request that breaks a rule of this module, with its status and a message safe to show."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def json_object() -> dict[str, Any]:
+    """The request's JSON object body ({} without one), parsed once per request."""
+    cached = g.get("json_object")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    body: dict[str, Any] = {}
+    if request.mimetype == "application/json" and request.content_length != 0:
+        if (request.content_length or 0) > MAX_JSON_BYTES:
+            raise ApiError(413, f"A JSON body may be at most {MAX_JSON_BYTES} bytes.")
+        data = connection.read(request.stream, MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise ApiError(413, f"A JSON body may be at most {MAX_JSON_BYTES} bytes.")
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError):  # malformed, or nested deeper than Python recurses
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        body = parsed
+    g.json_object = body
+    return body
+
+
+def text_field(field: str, *, body: dict[str, Any] | None = None) -> str | None:
+    """A text field from its header or, failing that, the JSON body; None when absent."""
+    value: Any = request.headers.get(field)
+    if value is not None:
+        try:
+            value = value.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise ApiError(400, f"{field} must be UTF-8 text.") from None
+    else:
+        value = (json_object() if body is None else body).get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{field} must be a string.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{field} must be UTF-8 text.") from None
+    return value
+
+
+def credentials(*fields: str) -> list[str]:
+    """Required text fields from the seed's headers or, as a later seed did, from a JSON body."""
+    body = json_object()
+    values = [text_field(field, body=body) or "" for field in fields]
+    missing = [f for f, v in zip(fields, values, strict=True) if not v]
+    if missing:
+        raise ApiError(400, f"Missing {' and '.join(missing)} (as a header or in a JSON body).")
+    return values
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """The integer query parameter ``name`` (``default`` when absent), from ``low`` to ``high``."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not INTEGER_RE.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}.")
+    return int(raw)
+
+
+# -- uploads ------------------------------------------------------------------------------------
+
+
+def request_body() -> Iterator[bytes]:
+    """The raw request body in blocks, whether sized by Content-Length or chunked."""
+    stream = request.stream
+    declared = request.content_length
+    received = 0
+    while True:
+        try:
+            block = connection.read(stream, BODY_BLOCK)
+        except ClientStalled:
+            raise
+        except Exception as exc:
+            # werkzeug (short body) and gunicorn (broken chunking, reset) raise different types;
+            # for us they all mean the same: the client stopped sending.
+            raise UploadInterrupted(CUT_OFF) from exc
+        if not block:
+            break
+        received += len(block)
+        yield block
+    # gunicorn hands the body over unwrapped, and its reader just ends early when the client
+    # goes away: only the count tells a cut-off body from a complete one.
+    if declared is not None and received != declared:
+        raise UploadInterrupted(CUT_OFF)
+
+
+def upload_name() -> str | None:
+    """The file name from ``X-File-Name`` or the ``filename`` of ``Content-Disposition``."""
+    name = request.headers.get("X-File-Name")
+    if name is not None:
+        name = text_field("X-File-Name", body={})
+    elif "Content-Disposition" in request.headers:
+        disposition = request.headers["Content-Disposition"]
+        if "filename*=" in disposition:
+            # RFC 6266: filename* (RFC 8187, any charset) wins over filename, whatever the order.
+            disposition = PLAIN_FILENAME_RE.sub("", disposition)
+        _, options = parse_options_header(disposition)
+        name = options.get("filename")
+    if not name:
+        return None
+    if len(name) > MAX_FILE_NAME_CHARS or CONTROL_CHARS_RE.search(name):
+        raise ApiError(
+            400,
+            f"The file name must be at most {MAX_FILE_NAME_CHARS} characters, "
+            "no control characters (bidirectional controls included).",
+        )
+    return name
+
+
+def upload_content_type() -> str | None:
+    value = request.headers.get("X-Content-Type", "").strip()
+    if not value:
+        return None
+    if not CONTENT_TYPE_RE.fullmatch(value):
+        raise ApiError(400, "X-Content-Type must be a media type such as text/plain.")
+    return value.lower()
+
+
+# -- downloads ----------------------------------------------------------------------------------
+
+
+def requested_range(length: int, etag: str) -> ByteRange | None:
+    """The single byte range asked for, or None for the whole body; 416 when unsatisfiable.
+
+    As RFC 9110 allows or asks: several ranges at once, a unit other than bytes, or an ``If-Range``
+    that is not exactly this file's (strong) ETag are answered with the whole body; a suffix
+    longer than the body selects all of it.
+    """
+    ranges = request.range
+    if ranges is None or ranges.units != "bytes" or len(ranges.ranges) != 1:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != f'"{etag}"':
+        return None
+    start, stop = ranges.ranges[0]  # werkzeug: stop is exclusive, or None when open-ended
+    if start < 0:  # a suffix "-N": the last N bytes, all of them when N exceeds the length
+        start = max(length + start, 0)
+    stop = length if stop is None else min(stop, length)
+    if start >= stop:
+        raise ApiError(
+            416, "The requested range is not satisfiable.", {"Content-Range": f"bytes */{length}"}
+        )
+    return ByteRange(start, stop)
