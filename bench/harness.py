@@ -1,4 +1,4 @@
-"""Servers the bench starts and stops: the real launcher (``python -m cryptofiles.serve``) on a free
+"""Servers the bench starts and stops: the real launcher (``python -m cryptofiles.dev.serve``) on a free
 port with its var/ folder in the bench's temp dir, and bench/sink_app.py under the launcher's
 gunicorn options; plus the facts of the machine they run on."""
 
@@ -20,11 +20,11 @@ from typing import Any
 from bench.client import request
 from bench.common import BENCH, ROOT
 from bench.sampling import cmdline, descendants, status_meminfo
-from cryptofiles.devdb import die_with_parent, free_port
+from cryptofiles.dev.database import die_with_parent, free_port
 
 
 class Launcher:
-    """``python -m cryptofiles.serve`` on a free port, var dir in a temp folder (as tests/test_e2e)."""
+    """``python -m cryptofiles.dev.serve`` on a free port, var dir in a temp folder (as tests/test_e2e)."""
 
     def __init__(self, var_dir: Path, extra_env: dict[str, str]) -> None:
         self.var_dir = var_dir
@@ -43,7 +43,7 @@ class Launcher:
         self.log_path = var_dir / "serve.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cryptofiles.serve"],
+            [sys.executable, "-m", "cryptofiles.dev.serve"],
             cwd=var_dir,  # no developer .env is read
             env=env,
             stdout=self._log,
@@ -157,10 +157,10 @@ class SinkServer:
 
 
 def sink_gunicorn_args(port: int, server_env: dict[str, str]) -> list[str]:
-    """The launcher's own gunicorn command (cryptofiles.serve.gunicorn_command), app swapped."""
+    """The launcher's own gunicorn command (cryptofiles.dev.serve.gunicorn_command), app swapped."""
     from cryptofiles.config import Settings
     from cryptofiles.crypto import KeyRing
-    from cryptofiles.serve import gunicorn_command
+    from cryptofiles.dev.serve import gunicorn_command
 
     env = {**os.environ, **server_env}
     settings = Settings(

@@ -85,7 +85,7 @@ class Bench:
                 out.write(os.urandom(MiB))
 
     def start_server(self, var: str) -> Launcher:
-        log(f"starting the launcher (python -m cryptofiles.serve), var dir {var} ...")
+        log(f"starting the launcher (python -m cryptofiles.dev.serve), var dir {var} ...")
         launcher = Launcher(self.tmp / var, self.server_env)
         self.launcher = launcher
         launcher.wait_ready()

@@ -1162,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "admin":
         if args.secrets_file is None:
-            from cryptofiles.serve import var_dir  # the launcher's rule, not a copy of it
+            from cryptofiles.dev.serve import var_dir  # the launcher's rule, not a copy of it
 
             args.secrets_file = var_dir() / "secrets.env"
         # The services log what they skip or fail (e.g. a key that does not unwrap): show it.

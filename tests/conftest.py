@@ -1,7 +1,7 @@
 """Shared fixtures: a real database server for the session, a fresh database for every test.
 
 ``MONGODB_URI`` in the environment points the suite at a server you run; otherwise the suite starts
-its own (mongod or FerretDB, see ``cryptofiles.devdb``) on a private Unix socket with its data in a
+its own (mongod or FerretDB, see ``cryptofiles.dev.database``) on a private Unix socket with its data in a
 temp folder.
 """
 
@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
-from cryptofiles.devdb import LocalDatabase
+from cryptofiles.dev.database import LocalDatabase
 
 # Cheaper than production's scrypt cost so that the suite stays fast; tests of the cost itself
 # set PASSWORD_HASH explicitly.

@@ -39,7 +39,7 @@ from bson.binary import Binary
 from cryptofiles import cli
 from cryptofiles.config import read_env_file
 from cryptofiles.crypto import KeyRing, wrap_aad
-from cryptofiles.devdb import free_port
+from cryptofiles.dev.database import free_port
 from tests.conftest import TEST_PASSWORD_HASH
 from tests.test_e2e import ROOT, Server
 

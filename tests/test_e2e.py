@@ -24,7 +24,7 @@ from typing import Any
 import pymongo
 import pytest
 
-from cryptofiles.devdb import free_port
+from cryptofiles.dev.database import free_port
 from tests.tink_oracle import tink_decrypt
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +57,7 @@ class Server:
         var_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cryptofiles.serve"],
+            [sys.executable, "-m", "cryptofiles.dev.serve"],
             cwd=var_dir,  # no .env of the developer's is read
             env={**env, "PYTHONPATH": str(ROOT)},
             stdout=self.log,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryptofiles.devdb import NoDatabaseServer, find_server
+from cryptofiles.dev.database import NoDatabaseServer, find_server
 from tests.faults.support import TOOLS
 
 

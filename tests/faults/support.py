@@ -30,7 +30,7 @@ import pymongo
 from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
-from cryptofiles.devdb import LocalDatabase, free_port, make_private, socket_uri
+from cryptofiles.dev.database import LocalDatabase, free_port, make_private, socket_uri
 from cryptofiles.files import STALE_UPLOAD
 from cryptofiles.services import build_services
 
@@ -169,7 +169,7 @@ def settings_of(env: dict[str, str]) -> Settings:
 
 
 class Launcher:
-    """``python -m cryptofiles.serve`` (what ``make run`` runs) on a free port, like
+    """``python -m cryptofiles.dev.serve`` (what ``make run`` runs) on a free port, like
     ``tests.test_e2e.Server``, but with every setting (workers, threads) ours to choose."""
 
     def __init__(self, var_dir: Path, env: dict[str, str]) -> None:
@@ -192,7 +192,7 @@ class Launcher:
         self.log_path = var_dir / "serve.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cryptofiles.serve"],
+                [sys.executable, "-m", "cryptofiles.dev.serve"],
                 cwd=var_dir,  # no developer's .env is read
                 env=base,
                 stdout=log,

@@ -30,8 +30,8 @@ from flask.testing import FlaskClient
 from cryptofiles.app import create_app
 from cryptofiles.auth import TokenService
 from cryptofiles.config import ConfigError
-from cryptofiles.devdb import free_port
-from cryptofiles.serve import GENERATED_SECRETS
+from cryptofiles.dev.database import free_port
+from cryptofiles.dev.serve import GENERATED_SECRETS
 from tests.security.support import auth, login, register, running_app, settings_for, upload
 from tests.test_auth import b64url, make_token, unsigned
 
@@ -297,7 +297,7 @@ def test_the_launcher_refuses_a_short_secret(
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "cryptofiles.serve"],
+            [sys.executable, "-m", "cryptofiles.dev.serve"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
