@@ -25,7 +25,7 @@ import pymongo
 import pytest
 
 from cryptofiles.dev.database import free_port
-from tests.tink_oracle import tink_decrypt
+from cryptofiles.dev.tink_oracle import tink_decrypt
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cryptofiles.dev.tink_oracle import tink_streaming_aead
 from tests.test_e2e import ROOT, Server, _token
-from tests.tink_oracle import tink_streaming_aead
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

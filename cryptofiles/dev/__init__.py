@@ -4,6 +4,8 @@
   the tests start when ``MONGODB_URI`` is unset (``python -m cryptofiles.dev.database ensure``).
 - ``serve.py``: the launcher behind ``make run`` (``python -m cryptofiles.dev.serve``): secrets file,
   local database, gunicorn.
+- ``tink_oracle.py``: Google Tink around our file keys, the independent implementation that the
+  format tests and the bench's baseline compare us with (Tink is a dev dependency).
 
 The service (``create_app`` and everything it uses) imports nothing from here.
 """

@@ -621,7 +621,7 @@ class Load:
 
 def check_acknowledged(files: list[Acknowledged]) -> list[str]:
     """Download and Tink-decrypt every acknowledged upload; the problems found (none: [])."""
-    from tests.tink_oracle import TinkError, tink_decrypt
+    from cryptofiles.dev.tink_oracle import TinkError, tink_decrypt
 
     problems = []
     for item in files:

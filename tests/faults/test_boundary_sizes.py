@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from cryptofiles import crypto
+from cryptofiles.dev.tink_oracle import TinkError, tink_decrypt
 from tests.faults.support import (
     DB_NAME,
     Answer,
@@ -30,7 +31,6 @@ from tests.faults.support import (
     is_short_plain_message,
     launcher_env,
 )
-from tests.tink_oracle import TinkError, tink_decrypt
 
 pytestmark = pytest.mark.slow
 
