@@ -28,7 +28,8 @@ from cryptofiles.app import create_app, services_of
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.dev.tink_oracle import tink_decrypt
-from tests.conftest import Accounts, fresh_settings_values
+from tests.support.api import Accounts
+from tests.support.settings import fresh_settings_values
 
 MiB = 1 << 20
 JSON = {"Accept": "application/json"}

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Accounts
+from tests.support.api import Accounts
 from tests.test_e2e import Server, _token
 
 TOKEN = "metrics-token-for-tests"

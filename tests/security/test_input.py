@@ -28,7 +28,9 @@ from flask.testing import FlaskClient
 
 from cryptofiles.app import services_of
 from cryptofiles.inputs import MAX_JSON_BYTES
-from tests.security.support import auth, register, running_app, settings_for, upload
+from tests.support.api import auth, register, upload
+from tests.support.apps import running_app
+from tests.support.settings import settings_for
 from tests.test_e2e import Server
 
 PASSWORD = "input-tests-password"

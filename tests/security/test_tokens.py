@@ -32,7 +32,9 @@ from cryptofiles.auth import TokenService
 from cryptofiles.config import ConfigError
 from cryptofiles.dev.database import free_port
 from cryptofiles.dev.serve import GENERATED_SECRETS
-from tests.security.support import auth, login, register, running_app, settings_for, upload
+from tests.support.api import auth, login, register, upload
+from tests.support.apps import running_app
+from tests.support.settings import settings_for
 from tests.test_auth import b64url, make_token, unsigned
 
 PASSWORD = "token-tests-password"

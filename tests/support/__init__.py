@@ -1,0 +1,9 @@
+"""Helpers shared by the tests, one module per concern; fixtures stay in the conftest.py files.
+
+- ``settings.py``: settings of a test app on a fresh database (cheap password hash, rate limits)
+- ``apps.py``: an app that drops its database and closes its client afterwards
+- ``api.py``: the client's steps through Flask's test client (register, log in, upload)
+- ``answers.py``: comparing answers without their per-request headers
+
+The Tink oracle is ``cryptofiles.dev.tink_oracle`` (the bench uses it too).
+"""
