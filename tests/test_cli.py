@@ -40,8 +40,8 @@ from cryptofiles import cli
 from cryptofiles.config import read_env_file
 from cryptofiles.crypto import KeyRing, wrap_aad
 from cryptofiles.dev.database import free_port
+from tests.support.server import ROOT, Server
 from tests.support.settings import TEST_PASSWORD_HASH
-from tests.test_e2e import ROOT, Server
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cryptofiles.dev.database import NoDatabaseServer, find_server
-from tests.faults.support import TOOLS
+from tests.support.database import TOOLS
 
 
 @pytest.fixture(scope="session", autouse=True)

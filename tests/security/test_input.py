@@ -30,8 +30,8 @@ from cryptofiles.app import services_of
 from cryptofiles.inputs import MAX_JSON_BYTES
 from tests.support.api import auth, register, upload
 from tests.support.apps import running_app
+from tests.support.server import Server
 from tests.support.settings import settings_for
-from tests.test_e2e import Server
 
 PASSWORD = "input-tests-password"
 MiB = 1 << 20
