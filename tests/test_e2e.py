@@ -1,7 +1,8 @@
 """End to end: the launcher behind `make run` (secrets, its own database, gunicorn), driven over HTTP.
 
-The server is started exactly as `make run` starts it, only on a free port and with its var/ folder in
-a temp dir. README's tagged curl blocks are run verbatim with bash, the port being the one change.
+The server is started exactly as `make run` starts it (``tests.support.server.Server``, on the one
+harness ``cryptofiles.dev.harness``), only on a free port and with its var/ folder in a temp dir.
+README's tagged curl blocks are run verbatim with bash, the port being the one change.
 """
 
 from __future__ import annotations
