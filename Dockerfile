@@ -1,5 +1,5 @@
 # The API server of the docker compose demo (docker-compose.yml): the package and its pinned
-# dependencies, served by gunicorn as cryptofiles/serve.py runs it.
+# dependencies, served by gunicorn as cryptofiles/dev/serve.py runs it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,7 +20,7 @@ WORKDIR /app
 USER app
 EXPOSE 5000
 
-# cryptofiles/serve.py's gunicorn_command, bound to all interfaces; WEB_WORKERS, WEB_CONNECTIONS,
+# cryptofiles/dev/serve.py's gunicorn_command, bound to all interfaces; WEB_WORKERS, WEB_CONNECTIONS,
 # HEADER_TIMEOUT_SECONDS and LOG_LEVEL work as in the rest of the configuration.
 # tests/test_compose.py keeps the two equal. serve.py explains each option: gevent workers for slow
 # clients, --header-map dangerous with the pre_request filter of cryptofiles/gunicorn_conf.py for the

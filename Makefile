@@ -27,10 +27,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # The database the project starts when MONGODB_URI is unset: mongod if on PATH, else FerretDB,
 # built with Go into tools/ the first time.
 database: $(STAMP)
-	@$(PY) -m cryptofiles.devdb ensure
+	@$(PY) -m cryptofiles.dev.database ensure
 
 run: setup
-	$(PY) -m cryptofiles.serve
+	$(PY) -m cryptofiles.dev.serve
 
 lint: $(STAMP)
 	$(PY) -m ruff check cryptofiles tests scripts bench

@@ -1,6 +1,6 @@
 """Database-level experiments behind the tuning advice in docs/benchmarks.md (not part of `make bench`).
 
-Starts its own database exactly as the launcher does (cryptofiles.devdb.LocalDatabase: FerretDB on
+Starts its own database exactly as the launcher does (cryptofiles.dev.database.LocalDatabase: FerretDB on
 SQLite, or mongod if on PATH) in a temp dir, and measures with raw pymongo, without the service:
 
 - reads: how the shape of the chunk query changes read speed and the database's CPU per MiB, as
@@ -35,7 +35,7 @@ import gridfs
 import pymongo
 from bson import ObjectId
 
-from cryptofiles.devdb import LocalDatabase
+from cryptofiles.dev.database import LocalDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
-"""Servers the bench starts and stops: the real launcher (``python -m cryptofiles.serve``) on a free
-port with its var/ folder in the bench's temp dir, and bench/sink_app.py under the launcher's
-gunicorn options; plus the facts of the machine they run on."""
+"""The bench's own server, bench/sink_app.py under the launcher's gunicorn options, and the facts of
+the machine the bench runs on. The real server is ``cryptofiles.dev.harness.Launcher``, the one
+harness the tests use too."""
 
 from __future__ import annotations
 
@@ -8,110 +8,17 @@ import contextlib
 import http.client
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.client import request
 from bench.common import BENCH, ROOT
-from bench.sampling import cmdline, descendants, status_meminfo
-from cryptofiles.devdb import die_with_parent, free_port
-
-
-class Launcher:
-    """``python -m cryptofiles.serve`` on a free port, var dir in a temp folder (as tests/test_e2e)."""
-
-    def __init__(self, var_dir: Path, extra_env: dict[str, str]) -> None:
-        self.var_dir = var_dir
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "SECRET_"))}
-        env.pop("MASTER_KEYS", None)
-        env.update(
-            PORT=str(self.port),
-            CRYPTOFILES_VAR_DIR=str(var_dir),
-            CRYPTOFILES_TOOLS_DIR=str(ROOT / "tools"),
-            PYTHONPATH=str(ROOT),
-            **extra_env,
-        )
-        self.env = env
-        var_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = var_dir / "serve.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cryptofiles.serve"],
-            cwd=var_dir,  # no developer .env is read
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # our Ctrl-C reaches only us; we stop it in order
-            preexec_fn=die_with_parent,
-        )
-        self.db_pid: int | None = None
-        self.uri = ""
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                status, _ = request(self.port, "GET", "/readyz", timeout=2)
-                if status == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{self.log_tail()}")
-        match = re.search(r"Started a local database at (mongodb://\S+)", self.log_path.read_text())
-        if not match:
-            raise RuntimeError(f"the launcher logged no database URI:\n{self.log_tail()}")
-        self.uri = match.group(1)
-        with contextlib.suppress(OSError, ValueError):
-            self.db_pid = int((self.var_dir / "db" / "server.pid").read_text())
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(
-                f"the launcher exited with {self.process.returncode}:\n{self.log_tail()}"
-            )
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def server_pids(self) -> list[int]:
-        """gunicorn master + workers: the launcher's descendants except the database."""
-        return [p for p in descendants(self.process.pid) if p != self.db_pid and not _is_db(p)]
-
-    def db_pids(self) -> list[int]:
-        return [self.db_pid] if self.db_pid and Path(f"/proc/{self.db_pid}").exists() else []
-
-    def stop(self) -> None:
-        db_pid = self.db_pid
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # the launcher stops gunicorn, then the db
-            try:
-                self.process.wait(45)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    # gunicorn (its own process group) dies with the launcher: PR_SET_PDEATHSIG
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        # The database runs in a session of its own; it is ours (its data dir is our temp dir).
-        if db_pid and str(self.var_dir).encode() in cmdline(db_pid).encode():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(db_pid, signal.SIGTERM)
-        self._log.close()
-
-
-def _is_db(pid: int) -> bool:
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return False
-    return Path(exe).name.startswith(("ferretdb", "mongod"))
+from bench.sampling import descendants, status_meminfo
+from cryptofiles.dev.database import die_with_parent, free_port
 
 
 class SinkServer:
@@ -157,10 +64,10 @@ class SinkServer:
 
 
 def sink_gunicorn_args(port: int, server_env: dict[str, str]) -> list[str]:
-    """The launcher's own gunicorn command (cryptofiles.serve.gunicorn_command), app swapped."""
+    """The launcher's own gunicorn command (cryptofiles.dev.serve.gunicorn_command), app swapped."""
     from cryptofiles.config import Settings
     from cryptofiles.crypto import KeyRing
-    from cryptofiles.serve import gunicorn_command
+    from cryptofiles.dev.serve import gunicorn_command
 
     env = {**os.environ, **server_env}
     settings = Settings(

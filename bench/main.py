@@ -1,7 +1,8 @@
 """Benchmarks of crypto-files-server against its own database (`make bench`).
 
-Starts the real server exactly as `make run` does (``python -m cryptofiles.serve``: generated secrets,
-its own FerretDB/mongod, gunicorn with the production options) on a free port with its var/ folder in
+Starts the real server exactly as `make run` does (``python -m cryptofiles.dev.serve``, through
+``cryptofiles.dev.harness`` as the end-to-end tests do: generated secrets, its own FerretDB/mongod,
+gunicorn with the production options) on a free port with its var/ folder in
 a temp dir, measures, prints a table and writes ``bench/results/latest.json``: a list of rows
 ``{"name", "value", "unit", "baseline", "ratio", ...}``. Every baseline is measured in the same run,
 against the same database (pymongo connected to the URI the launcher logs), interleaved with our own

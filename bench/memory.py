@@ -11,10 +11,11 @@ from typing import Any
 
 from bench.client import http_download, http_upload
 from bench.common import MiB, log, run_threads
-from bench.harness import Launcher, default_setting
+from bench.harness import default_setting
 from bench.report import Goal, Row, fmt, mib_per_s
 from bench.sampling import RssSampler, cmdline, idle_mib, reset_hwm, stat_ppid, status_kib
 from bench.session import Bench
+from cryptofiles.dev.harness import Launcher
 
 
 @dataclasses.dataclass

@@ -21,9 +21,10 @@ import pymongo
 
 from bench.client import connection
 from bench.common import GiB, MiB, log
-from bench.harness import Launcher, SinkServer, default_setting
+from bench.harness import SinkServer, default_setting
 from bench.report import Row, fmt
 from bench.sampling import cmdline, cpu_seconds
+from cryptofiles.dev.harness import Launcher
 
 DB_NAME = "cryptofiles"  # the launcher's default MONGODB_DB (we strip MONGODB_* from its env)
 PASSWORD = "bench-password-1"  # noqa: S105 (a throwaway account in a temp database)
@@ -85,11 +86,14 @@ class Bench:
                 out.write(os.urandom(MiB))
 
     def start_server(self, var: str) -> Launcher:
-        log(f"starting the launcher (python -m cryptofiles.serve), var dir {var} ...")
-        launcher = Launcher(self.tmp / var, self.server_env)
+        log(f"starting the launcher (python -m cryptofiles.dev.serve), var dir {var} ...")
+        # A wider margin than the tests' 60 s: a false start would cost the whole run.
+        launcher = Launcher(self.tmp / var, self.server_env, ready_seconds=120)
         self.launcher = launcher
-        launcher.wait_ready()
-        self.client = pymongo.MongoClient(launcher.uri)
+        uri = launcher.database_uri()
+        if uri is None:
+            raise RuntimeError(f"the launcher logged no database URI:\n{launcher.log_tail()}")
+        self.client = pymongo.MongoClient(uri)
         settings = {
             k: launcher.env.get(k, default)
             for k, default in (
@@ -99,14 +103,14 @@ class Bench:
         }
         self.meta.setdefault("server", {})[var] = {
             "port": launcher.port,
-            "database_uri": launcher.uri,
+            "database_uri": uri,
             "database_pid": launcher.db_pid,
             "database_command": cmdline(launcher.db_pid) if launcher.db_pid else None,
             "gunicorn": [cmdline(p) for p in launcher.server_pids()],
             **settings,
             "server_env_overrides": self.server_env,
         }
-        log(f"server on port {launcher.port}, database {launcher.uri} (pid {launcher.db_pid})")
+        log(f"server on port {launcher.port}, database {uri} (pid {launcher.db_pid})")
         return launcher
 
     def register(self, name: str) -> str:

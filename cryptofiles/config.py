@@ -3,7 +3,7 @@
 Every setting the service understands is declared in ``Settings`` below and documented in README's
 configuration table. Nothing else in the package reads ``os.environ``: code receives a ``Settings``.
 There are no fallback secrets. Without ``SECRET_KEY`` and ``MASTER_KEYS`` the app refuses to start
-(``python -m cryptofiles.serve``, behind ``make run``, generates them once into a git-ignored file).
+(``python -m cryptofiles.dev.serve``, behind ``make run``, generates them once into a git-ignored file).
 """
 
 from __future__ import annotations

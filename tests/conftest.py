@@ -1,15 +1,13 @@
 """Shared fixtures: a real database server for the session, a fresh database for every test.
 
 ``MONGODB_URI`` in the environment points the suite at a server you run; otherwise the suite starts
-its own (mongod or FerretDB, see ``cryptofiles.devdb``) on a private Unix socket with its data in a
-temp folder.
+its own (mongod or FerretDB, see ``cryptofiles.dev.database``) on a private Unix socket with its data
+in a temp folder. The helpers the tests share (accounts, settings, servers) live in ``tests/support/``.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,13 +17,10 @@ from flask.testing import FlaskClient
 
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
-from cryptofiles.devdb import LocalDatabase
+from cryptofiles.dev.database import LocalDatabase
 from cryptofiles.web import create_app, services_of
-
-# Cheaper than production's scrypt cost so that the suite stays fast; tests of the cost itself
-# set PASSWORD_HASH explicitly.
-TEST_PASSWORD_HASH = "scrypt:16384:8:1"
-PASSWORD = "correct horse battery"
+from tests.support.api import Accounts
+from tests.support.settings import fresh_settings_values
 
 
 @pytest.fixture(scope="session")
@@ -40,21 +35,6 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def master_keys() -> str:
     return KeyRing.generate_entry("test1")
-
-
-def fresh_settings_values(mongodb_uri: str, master_keys: str) -> dict[str, str]:
-    """Settings of a test app on a database of its own (fixtures of any scope build on this)."""
-    return {
-        "SECRET_KEY": secrets.token_urlsafe(32),
-        "MASTER_KEYS": master_keys,
-        "MONGODB_URI": mongodb_uri,
-        "MONGODB_DB": f"test_{uuid.uuid4().hex[:16]}",
-        "PASSWORD_HASH": TEST_PASSWORD_HASH,
-        # Tests register and log in far more often than people; tests of the limits set their own.
-        "RATE_LIMIT_LOGIN_NAME": "1000/minute",
-        "RATE_LIMIT_LOGIN_ADDRESS": "1000/minute",
-        "RATE_LIMIT_REGISTRATION": "1000/minute",
-    }
 
 
 @pytest.fixture
@@ -99,33 +79,6 @@ def client(app: Flask) -> FlaskClient:
 def db(app: Flask) -> Any:
     """The test's database, for asserting what was (not) stored."""
     return services_of(app).storage.db
-
-
-class Accounts:
-    """Register and log in through the HTTP API, as a client would."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-
-    def register(self, name: str = "User1", password: str = PASSWORD) -> None:
-        response = self.client.post(
-            "/registration", headers={"New_User_Name": name, "New_User_Password": password}
-        )
-        assert response.status_code == 201, response.text
-
-    def login(self, name: str = "User1", password: str = PASSWORD) -> str:
-        response = self.client.get("/login", headers={"User_Name": name, "User_Password": password})
-        assert response.status_code == 200, response.text
-        return response.text
-
-    def token(self, name: str = "User1") -> str:
-        """A fresh user and a token for it."""
-        self.register(name)
-        return self.login(name)
-
-    @staticmethod
-    def headers(token: str) -> dict[str, str]:
-        return {"x-access-tokens": token}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD, Accounts
+from tests.support.api import PASSWORD, Accounts
 
 NEW_PASSWORD = "a brand new password"
 

@@ -17,7 +17,8 @@ from werkzeug.security import generate_password_hash
 
 from cryptofiles.storage import NameTaken, Storage
 from cryptofiles.web import services_of
-from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts
+from tests.support.api import PASSWORD, Accounts
+from tests.support.settings import TEST_PASSWORD_HASH
 
 REGISTER = ("New_User_Name", "New_User_Password")
 LOGIN = ("User_Name", "User_Password")

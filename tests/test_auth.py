@@ -32,7 +32,8 @@ from cryptofiles.accounts import Authenticator, Busy, InvalidToken, PasswordHash
 from cryptofiles.config import DEFAULT_PASSWORD_HASH, Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.web import create_app, services_of
-from tests.conftest import PASSWORD, TEST_PASSWORD_HASH, Accounts, fresh_settings_values
+from tests.support.api import PASSWORD, Accounts
+from tests.support.settings import TEST_PASSWORD_HASH, fresh_settings_values
 
 CHEAP_HASH = "scrypt:1024:8:1"  # for tests about the hasher's plumbing, not its cost
 INVALID_TOKEN_TEXT = "Token is invalid or expired.\n"

@@ -41,9 +41,9 @@ from cryptofiles.cli import admin, output, transport
 from cryptofiles.cli.client import parse_key
 from cryptofiles.config import read_env_file
 from cryptofiles.crypto import KeyRing, wrap_aad
-from cryptofiles.devdb import free_port
-from tests.conftest import TEST_PASSWORD_HASH
-from tests.test_e2e import ROOT, Server
+from cryptofiles.dev.database import free_port
+from tests.support.server import ROOT, Server
+from tests.support.settings import TEST_PASSWORD_HASH
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ from gunicorn.config import Config
 
 from cryptofiles.config import ConfigError, Settings
 from cryptofiles.crypto import KeyRing
-from cryptofiles.serve import gunicorn_command
+from cryptofiles.dev.serve import gunicorn_command
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -34,11 +34,7 @@ from cryptofiles.crypto import (
     KeyRing,
     KeyRingError,
 )
-
-try:  # tests/ is a plain directory: pytest puts it on sys.path, or the repo root is on it
-    from tink_oracle import TinkError, tink_decrypt, tink_encrypt
-except ModuleNotFoundError:  # pragma: no cover - depends on how pytest was invoked
-    from tests.tink_oracle import TinkError, tink_decrypt, tink_encrypt
+from cryptofiles.dev.tink_oracle import TinkError, tink_decrypt, tink_encrypt
 
 MiB = 1 << 20
 FIRST = SEGMENT_SIZE - HEADER_SIZE - TAG_SIZE  # plaintext capacity of segment 0: 1_048_520

@@ -1,4 +1,4 @@
-"""The development database (cryptofiles.devdb): finding a server, and running FerretDB for real.
+"""The development database (cryptofiles.dev.database): finding a server, and running FerretDB for real.
 
 The LocalDatabase tests start the FerretDB binary that `make setup` builds into tools/. Without it
 they fail (on purpose: a silently skipped database test proves nothing).
@@ -25,8 +25,8 @@ from typing import Any
 import pymongo
 import pytest
 
-from cryptofiles import devdb
-from cryptofiles.devdb import LocalDatabase, NoDatabaseServer
+from cryptofiles.dev import database as devdb
+from cryptofiles.dev.database import LocalDatabase, NoDatabaseServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,7 +252,7 @@ def test_ensure_command_fails_fast_with_the_message(barren: Barren, tools_from: 
         env["CRYPTOFILES_TOOLS_DIR"] = str(barren.tools)
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "cryptofiles.devdb", "ensure"],
+        [sys.executable, "-m", "cryptofiles.dev.database", "ensure"],
         env=env,
         cwd=barren.tools,  # an empty folder: no tools/ below it either
         capture_output=True,
@@ -269,7 +269,7 @@ def test_ensure_command_fails_fast_with_the_message(barren: Barren, tools_from: 
 @pytest.mark.parametrize("argv", [[], ["build"], ["ensure", "now"]])
 def test_devdb_command_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert devdb.main(argv) == 2
-    assert "usage: python -m cryptofiles.devdb ensure" in capsys.readouterr().err
+    assert "usage: python -m cryptofiles.dev.database ensure" in capsys.readouterr().err
 
 
 # -- a real FerretDB ------------------------------------------------------------------------------
@@ -554,7 +554,7 @@ def test_another_local_user_can_neither_connect_nor_read(
 PARENT_SCRIPT = """
 import sys, time
 from pathlib import Path
-from cryptofiles.devdb import LocalDatabase
+from cryptofiles.dev.database import LocalDatabase
 
 database = LocalDatabase(Path(sys.argv[1]), tools=Path(sys.argv[2]))
 database.start()

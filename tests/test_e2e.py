@@ -1,7 +1,8 @@
 """End to end: the launcher behind `make run` (secrets, its own database, gunicorn), driven over HTTP.
 
-The server is started exactly as `make run` starts it, only on a free port and with its var/ folder in
-a temp dir. README's tagged curl blocks are run verbatim with bash, the port being the one change.
+The server is started exactly as `make run` starts it (``tests.support.server.Server``, on the one
+harness ``cryptofiles.dev.harness``), only on a free port and with its var/ folder in a temp dir.
+README's tagged curl blocks are run verbatim with bash, the port being the one change.
 """
 
 from __future__ import annotations
@@ -11,106 +12,21 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pymongo
 import pytest
 
-from cryptofiles.devdb import free_port
-from tests.tink_oracle import tink_decrypt
+from cryptofiles.dev.tink_oracle import tink_decrypt
+from tests.support.server import ROOT, Server, new_token
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_UPLOAD = 8 << 20  # small, so that over-limit cases are cheap
-
-
-class Server:
-    def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.var_dir = var_dir
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "SECRET_"))}
-        env.pop("MASTER_KEYS", None)
-        env.update(
-            PORT=str(self.port),
-            CRYPTOFILES_VAR_DIR=str(var_dir),
-            CRYPTOFILES_TOOLS_DIR=str(ROOT / "tools"),
-            WEB_WORKERS="2",
-            WEB_CONNECTIONS="1000",
-            # Tests register and log in far more often than people do; tests/test_limits.py
-            # checks the limits themselves.
-            RATE_LIMIT_LOGIN_NAME="10000/minute",
-            RATE_LIMIT_LOGIN_ADDRESS="10000/minute",
-            RATE_LIMIT_REGISTRATION="10000/minute",
-            RATE_LIMIT_KEYS="10000/minute",
-            **(extra_env or {}),
-        )
-        self.log_path = var_dir / "serve.log"
-        var_dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cryptofiles.serve"],
-            cwd=var_dir,  # no .env of the developer's is read
-            env={**env, "PYTHONPATH": str(ROOT)},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"launcher exited:\n{self.log_path.read_text()}")
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready:\n{self.log_path.read_text()}")
-
-    def database(self) -> Any:
-        """The launcher's own database, found through the URI it logged."""
-        found = re.findall(
-            r"Started a local database at (mongodb://\S+)", self.log_path.read_text()
-        )
-        assert found, self.log_path.read_text()
-        # The log is appended across restarts, each on a new port: the last start is current.
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(found[-1])
-        return client
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        finally:
-            self.log.close()
-
-    def request(self, method: str, path: str, body: Any = None, headers: Any = None) -> Any:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response, response.read()
-        finally:
-            conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +82,7 @@ def test_launcher_generated_secrets_once(server: Server) -> None:
 
 
 def test_upload_headers_and_json_over_http(server: Server) -> None:
-    token = _token(server, "jsonuser")
+    token = new_token(server, "jsonuser")
     response, data = server.request(
         "POST", "/upload", b"hello",
         {"x-access-tokens": token, "Accept": "application/json", "X-File-Name": "h.txt"},
@@ -178,7 +94,7 @@ def test_upload_headers_and_json_over_http(server: Server) -> None:
 
 
 def test_chunked_upload_round_trip(server: Server, tmp_path: Path) -> None:
-    token = _token(server, "chunky")
+    token = new_token(server, "chunky")
     payload = os.urandom(3 * (1 << 20) + 17)
     (tmp_path / "in").write_bytes(payload)
     file_id = subprocess.run(
@@ -208,7 +124,7 @@ def _counts(server: Server) -> tuple[int, int, int]:
 
 
 def test_declared_oversize_is_413_before_reading(server: Server) -> None:
-    token = _token(server, "bigdecl")
+    token = new_token(server, "bigdecl")
     before = _counts(server)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
@@ -221,7 +137,7 @@ def test_declared_oversize_is_413_before_reading(server: Server) -> None:
 
 
 def test_chunked_oversize_is_413_and_stores_nothing(server: Server, tmp_path: Path) -> None:
-    token = _token(server, "bigchunk")
+    token = new_token(server, "bigchunk")
     before = _counts(server)
     (tmp_path / "big").write_bytes(os.urandom(MAX_UPLOAD + 1))
     result = subprocess.run(
@@ -236,7 +152,7 @@ def test_chunked_oversize_is_413_and_stores_nothing(server: Server, tmp_path: Pa
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_cut_off_upload_leaves_nothing(server: Server, framing: str) -> None:
-    token = _token(server, f"cutoff-{framing}")
+    token = new_token(server, f"cutoff-{framing}")
     before = _counts(server)
     part = os.urandom(3 << 20)
     if framing == "chunked":
@@ -258,7 +174,7 @@ def test_cut_off_upload_leaves_nothing(server: Server, framing: str) -> None:
 
 def test_stopping_the_launcher_stops_its_database(tmp_path: Path) -> None:
     server = Server(tmp_path / "var")
-    token = _token(server, "restart")
+    token = new_token(server, "restart")
     pid = int((tmp_path / "var" / "db" / "server.pid").read_text())
     secrets_before = (tmp_path / "var" / "secrets.env").read_text()
     server.stop()
@@ -273,15 +189,3 @@ def test_stopping_the_launcher_stops_its_database(tmp_path: Path) -> None:
         assert response.status == 200 and data == b"Login is OK, your name: restart"
     finally:
         again.stop()
-
-
-def _token(server: Server, name: str) -> str:
-    response, _ = server.request(
-        "POST", "/registration", None, {"New_User_Name": name, "New_User_Password": "password1"}
-    )
-    assert response.status == 201
-    response, data = server.request(
-        "GET", "/login", None, {"User_Name": name, "User_Password": "password1"}
-    )
-    assert response.status == 200
-    return str(data.decode())

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from cryptofiles import crypto
 from cryptofiles.web import services_of
-from tests.conftest import Accounts
+from tests.support.api import Accounts
 
 FIRST = crypto.SEGMENT_SIZE - crypto.HEADER_SIZE - crypto.TAG_SIZE  # plaintext in segment 0
 PLAIN = crypto.SEGMENT_SIZE - crypto.TAG_SIZE  # plaintext in later segments

@@ -26,9 +26,10 @@ from werkzeug.http import parse_options_header
 from cryptofiles import crypto
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
+from cryptofiles.dev.tink_oracle import tink_decrypt
 from cryptofiles.web import create_app, services_of
-from tests.conftest import Accounts, fresh_settings_values
-from tests.tink_oracle import tink_decrypt
+from tests.support.api import Accounts
+from tests.support.settings import fresh_settings_values
 
 MiB = 1 << 20
 JSON = {"Accept": "application/json"}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import ROOT, Server, _token
-from tests.tink_oracle import tink_streaming_aead
+from cryptofiles.dev.tink_oracle import tink_streaming_aead
+from tests.support.server import ROOT, Server, new_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -44,7 +44,7 @@ def test_200_mib_round_trip(server: Server, tmp_path: Path) -> None:
         for _ in range(SIZE >> 20):
             f.write(os.urandom(1 << 20))
         f.write(os.urandom(SIZE % (1 << 20)))
-    token = _token(server, "large")
+    token = new_token(server, "large")
     auth = ["-H", f"x-access-tokens: {token}"]
 
     # -T streams the file from disk (--data-binary would read it all into curl's memory).

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from cryptofiles import accounts
 from cryptofiles.config import Settings
 from cryptofiles.web import services_of
-from tests.conftest import PASSWORD, Accounts
+from tests.support.api import PASSWORD, Accounts
 
 
 def login(client: FlaskClient, name: str, password: str, address: str = "10.0.0.1") -> Any:

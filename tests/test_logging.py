@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_e2e import Server
+from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 

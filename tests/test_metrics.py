@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Accounts
-from tests.test_e2e import Server, _token
+from tests.support.api import Accounts
+from tests.support.server import Server, new_token
 
 TOKEN = "metrics-token-for-tests"
 
@@ -72,7 +72,7 @@ def test_metrics_count_requests_and_bytes(metered: Flask) -> None:
 def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     server = Server(tmp_path / "var", {"METRICS_TOKEN": TOKEN})  # two workers
     try:
-        token = _token(server, "metered")
+        token = new_token(server, "metered")
         for _ in range(6):  # new connections: spread over both workers
             response, _ = server.request("POST", "/upload", b"x" * 100, {"x-access-tokens": token})
             assert response.status == 201

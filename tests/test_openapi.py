@@ -21,7 +21,7 @@ from werkzeug.test import TestResponse
 from cryptofiles.storage import DatabaseUnavailable
 from cryptofiles.web import services_of
 from cryptofiles.web.docs import load_spec
-from tests.conftest import PASSWORD, Accounts
+from tests.support.api import PASSWORD, Accounts
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")  # HEAD and OPTIONS are Flask's own
 UPLOAD_LIMIT = 1024

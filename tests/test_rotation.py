@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from cryptofiles.config import Settings
 from cryptofiles.crypto import KeyRing
 from cryptofiles.web import create_app, services_of
-from tests.conftest import Accounts
+from tests.support.api import Accounts
 
 
 @pytest.fixture

@@ -34,12 +34,12 @@ from cryptofiles.files import (
 )
 from cryptofiles.storage import CorruptFile, DatabaseUnavailable, FileRecord, Storage
 from cryptofiles.web import create_app, services_of
-from tests.conftest import Accounts
+from tests.support.api import Accounts
 
 MiB = 1 << 20
 BLOCK = MiB // 2
 OWNER = str(uuid.uuid4())
-PASSWORD = "correct horse battery"  # tests.conftest's, which Accounts registers with
+PASSWORD = "correct horse battery"  # tests.support.api's, which Accounts registers with
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from cryptofiles.cli.output import write_private_file
 from cryptofiles.cli.terminal import read_password
 from cryptofiles.config import ConfigError, Settings, configured_values, read_env_file
 from cryptofiles.crypto import KeyRing, KeyRingError
+from cryptofiles.dev.serve import var_dir
 from cryptofiles.files import RewrapReport
-from cryptofiles.serve import var_dir
 from cryptofiles.services import Services, build_services, open_storage
 from cryptofiles.storage import DatabaseUnavailable, NameTaken, StorageError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cryptofiles.devdb import NoDatabaseServer, find_server
-from tests.faults.support import TOOLS
+from cryptofiles.dev.database import NoDatabaseServer, find_server
+from tests.support.database import TOOLS
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,17 +20,11 @@ from collections.abc import Iterator
 import pytest
 
 from cryptofiles import crypto
-from tests.faults.support import (
-    DB_NAME,
-    Answer,
-    Client,
-    Launcher,
-    PinnedDatabase,
-    Stored,
-    is_short_plain_message,
-    launcher_env,
-)
-from tests.tink_oracle import TinkError, tink_decrypt
+from cryptofiles.dev.harness import Launcher
+from cryptofiles.dev.tink_oracle import TinkError, tink_decrypt
+from tests.support.database import DB_NAME, PinnedDatabase, Stored
+from tests.support.loopback import Answer, Client, is_short_plain_message
+from tests.support.server import launcher_env
 
 pytestmark = pytest.mark.slow
 

@@ -21,25 +21,21 @@ from typing import Any
 
 import pytest
 
+from cryptofiles.dev.harness import Launcher
 from cryptofiles.web import create_app, services_of
-from tests.faults.support import (
-    Acknowledged,
+from tests.support.database import PinnedDatabase, Stored, sweep_later
+from tests.support.load import Acknowledged, check_acknowledged
+from tests.support.loopback import (
     Answer,
     Client,
-    Launcher,
-    PinnedDatabase,
     SlowUpload,
-    Stored,
     call,
-    check_acknowledged,
     has_retry_after,
     is_short_plain_message,
-    launcher_env,
-    settings_of,
-    sweep_later,
     upload_until_ok,
-    wait_until,
 )
+from tests.support.processes import wait_until
+from tests.support.server import launcher_env, settings_of
 
 pytestmark = pytest.mark.slow
 

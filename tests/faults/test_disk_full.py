@@ -17,21 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    Acknowledged,
+from cryptofiles.dev.harness import Launcher
+from tests.support.database import PinnedDatabase, Stored, sweep_later
+from tests.support.load import Acknowledged, check_acknowledged
+from tests.support.loopback import (
     Answer,
     Client,
-    Launcher,
-    PinnedDatabase,
-    Stored,
-    check_acknowledged,
     has_retry_after,
     is_short_plain_message,
-    launcher_env,
-    settings_of,
-    sweep_later,
     upload_until_ok,
 )
+from tests.support.server import launcher_env, settings_of
 
 pytestmark = pytest.mark.slow
 

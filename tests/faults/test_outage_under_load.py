@@ -28,20 +28,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.support import (
-    TIMEOUT_MS,
-    Client,
-    Launcher,
-    Load,
-    Outcome,
-    PinnedDatabase,
-    call,
-    check_acknowledged,
-    has_retry_after,
-    is_short_plain_message,
-    launcher_env,
-    wait_until,
-)
+from cryptofiles.dev.harness import Launcher
+from tests.support.database import PinnedDatabase
+from tests.support.load import Load, Outcome, check_acknowledged
+from tests.support.loopback import Client, call, has_retry_after, is_short_plain_message
+from tests.support.processes import wait_until
+from tests.support.server import TIMEOUT_MS, launcher_env
 
 pytestmark = pytest.mark.slow
 

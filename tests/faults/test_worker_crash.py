@@ -17,23 +17,13 @@ from typing import Any
 
 import pytest
 
+from cryptofiles.dev.harness import Launcher
 from cryptofiles.web import create_app, services_of
-from tests.faults.support import (
-    Acknowledged,
-    Answer,
-    Client,
-    Launcher,
-    PinnedDatabase,
-    SlowUpload,
-    Stored,
-    check_acknowledged,
-    is_gone,
-    launcher_env,
-    settings_of,
-    sweep_later,
-    wait_until,
-    worker_serving,
-)
+from tests.support.database import PinnedDatabase, Stored, sweep_later
+from tests.support.load import Acknowledged, check_acknowledged
+from tests.support.loopback import Answer, Client, SlowUpload
+from tests.support.processes import is_gone, wait_until, worker_serving
+from tests.support.server import launcher_env, settings_of
 
 MiB = 1 << 20
 

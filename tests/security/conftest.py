@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.support import GENEROUS_LIMITS
+from tests.support.settings import GENEROUS_LIMITS
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from cryptofiles.web import services_of
-from tests.security.support import JSON, answer, auth, register
+from tests.support.answers import answer
+from tests.support.api import JSON, auth, register
 from tests.test_auth import assert_similar_cost
 
 PASSWORD = "enumeration-password"

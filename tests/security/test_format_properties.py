@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cryptofiles import crypto
 from cryptofiles.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE, DecryptionError, KeyRing
-from tests.tink_oracle import TinkError, tink_decrypt
+from cryptofiles.dev.tink_oracle import TinkError, tink_decrypt
 
 FIRST = SEGMENT_SIZE - HEADER_SIZE - TAG_SIZE  # plaintext held by segment 0
 PLAIN = SEGMENT_SIZE - TAG_SIZE  # plaintext held by every later segment

@@ -36,7 +36,9 @@ from schemathesis.generation.modes import GenerationMode
 
 from cryptofiles.web import services_of
 from cryptofiles.web.docs import load_spec
-from tests.security.support import auth, register, running_app, settings_for
+from tests.support.api import auth, register
+from tests.support.apps import running_app
+from tests.support.settings import settings_for
 
 PASSWORD = "fuzzer-password"
 UPLOAD_LIMIT = 64 << 10  # so that over-limit uploads are cheap to generate

@@ -24,7 +24,9 @@ from werkzeug.test import TestResponse
 from cryptofiles import crypto, storage
 from cryptofiles.accounts import Authenticator
 from cryptofiles.files import FileService
-from tests.security.support import JSON, auth, login, register, running_app, settings_for, upload
+from tests.support.api import JSON, auth, login, register, upload
+from tests.support.apps import running_app
+from tests.support.settings import settings_for
 
 PASSWORD = "headers-password"
 SECRET_DETAIL = "secret detail"

@@ -28,8 +28,10 @@ from flask.testing import FlaskClient
 
 from cryptofiles.web import services_of
 from cryptofiles.web.inputs import MAX_JSON_BYTES
-from tests.security.support import auth, register, running_app, settings_for, upload
-from tests.test_e2e import Server
+from tests.support.api import auth, register, upload
+from tests.support.apps import running_app
+from tests.support.server import Server
+from tests.support.settings import settings_for
 
 PASSWORD = "input-tests-password"
 MiB = 1 << 20

@@ -37,17 +37,10 @@ from hypothesis.stateful import (
 
 from cryptofiles import crypto
 from cryptofiles.web import services_of
-from tests.security.support import (
-    JSON,
-    answer,
-    auth,
-    keys_of,
-    login,
-    register,
-    running_app,
-    settings_for,
-    upload,
-)
+from tests.support.answers import answer, keys_of
+from tests.support.api import JSON, auth, login, register, upload
+from tests.support.apps import running_app
+from tests.support.settings import settings_for
 
 PASSWORD = "object-level-password"
 CHEAP_HASH = "scrypt:1024:8:1"

@@ -29,10 +29,12 @@ from flask.testing import FlaskClient
 
 from cryptofiles.accounts import TokenService
 from cryptofiles.config import ConfigError
-from cryptofiles.devdb import free_port
-from cryptofiles.serve import GENERATED_SECRETS
+from cryptofiles.dev.database import free_port
+from cryptofiles.dev.serve import GENERATED_SECRETS
 from cryptofiles.web import create_app
-from tests.security.support import auth, login, register, running_app, settings_for, upload
+from tests.support.api import auth, login, register, upload
+from tests.support.apps import running_app
+from tests.support.settings import settings_for
 from tests.test_auth import b64url, make_token, unsigned
 
 PASSWORD = "token-tests-password"
@@ -297,7 +299,7 @@ def test_the_launcher_refuses_a_short_secret(
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "cryptofiles.serve"],
+            [sys.executable, "-m", "cryptofiles.dev.serve"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

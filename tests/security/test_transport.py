@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from cryptofiles.storage import POOL_SIZE
-from tests.test_e2e import Server
+from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -1,10 +1,15 @@
 """Tink as an independent oracle for our streaming format.
 
-Builds a Tink ``StreamingAead`` primitive around one of *our* raw 32-byte file
-keys, so tests can check that ``cryptofiles.crypto`` produces and accepts
-exactly what Tink's AES256_GCM_HKDF_1MB key template does.  Only Tink's public
-API is used (proto messages + ``proto_keyset_format`` with the secret-key
-access token); nothing here re-implements the format.
+Builds a Tink ``StreamingAead`` primitive around one of *our* raw 32-byte file keys, so that the
+format tests can check that ``cryptofiles.crypto`` produces and accepts exactly what Tink's
+AES256_GCM_HKDF_1MB key template does, and the bench can time Tink beside us (the encrypt_only row's
+baseline). Only Tink's public API is used (proto messages + ``proto_keyset_format`` with the
+secret-key access token); nothing here re-implements the format.
+
+One copy for both, and here: the bench must not import the test package, and the tests should not
+import the bench. The service never imports this module; Tink is a dev dependency
+(requirements-dev.txt), so the layering rule "only crypto/ touches AEAD primitives" is about the
+service's own encryption, which this module does not do.
 """
 
 from __future__ import annotations

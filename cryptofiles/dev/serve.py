@@ -2,7 +2,7 @@
 
 1. Settings come from the environment over ``.env``. ``SECRET_KEY`` and ``MASTER_KEYS`` missing from
    both are generated once into ``var/secrets.env`` (git-ignored, mode 0600) and reused afterwards.
-2. Without ``MONGODB_URI`` a local server is started (``cryptofiles.devdb``) with its data in
+2. Without ``MONGODB_URI`` a local server is started (``cryptofiles.dev.database``) with its data in
    ``var/db``, and stopped when this launcher stops.
 3. gunicorn serves ``create_app()`` with threaded workers until interrupted.
 
@@ -22,10 +22,15 @@ from pathlib import Path
 
 from cryptofiles.config import ConfigError, Settings, configured_values, read_env_file
 from cryptofiles.crypto import KeyRing
-from cryptofiles.devdb import DatabaseStartError, LocalDatabase, NoDatabaseServer, die_with_parent
+from cryptofiles.dev.database import (
+    DatabaseStartError,
+    LocalDatabase,
+    NoDatabaseServer,
+    die_with_parent,
+)
 from cryptofiles.web.logs import configure_logging
 
-log = logging.getLogger("cryptofiles.serve")
+log = logging.getLogger("cryptofiles.dev.serve")
 
 GENERATED_SECRETS = {
     "SECRET_KEY": lambda: secrets.token_urlsafe(48),

@@ -1,9 +1,9 @@
 """The local database for development and tests: a real MongoDB-wire server on a private Unix socket.
 
 Used only when ``MONGODB_URI`` is not set. In order of preference: ``mongod`` on PATH, else FerretDB
-1.24 on its embedded SQLite backend, built from source with Go by ``python -m cryptofiles.devdb ensure``
-(which ``make`` runs) into the git-ignored ``tools/`` folder. Never an in-process fake: a test that
-passes against a fake proves nothing about MongoDB.
+1.24 on its embedded SQLite backend, built from source with Go by
+``python -m cryptofiles.dev.database ensure`` (which ``make`` runs) into the git-ignored ``tools/``
+folder. Never an in-process fake: a test that passes against a fake proves nothing about MongoDB.
 
 Why FerretDB is built from its module source and not with a bare ``go install ...@v1.24.2``: such a
 binary panics at start-up ("Invalid build/version/version.txt file content"), because FerretDB 1.x
@@ -332,7 +332,7 @@ class LocalDatabase:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["ensure"]:
-        print("usage: python -m cryptofiles.devdb ensure", file=sys.stderr)
+        print("usage: python -m cryptofiles.dev.database ensure", file=sys.stderr)
         return 2
     try:
         ensure_server()
