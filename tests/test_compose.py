@@ -1,7 +1,8 @@
 """The docker compose demo (Dockerfile, docker-compose.yml, compose.env.example) stays coherent.
 
 No Docker engine is needed: ``docker compose config`` (run when the client and its compose plugin
-are installed) only parses and normalizes the file; the rest reads the files themselves.
+are installed) only parses and normalizes the file; the rest reads the files themselves, and runs
+the MongoDB healthcheck's mongosh script under node (when installed) with the shell's objects stubbed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -96,11 +98,31 @@ def check_compose(config: dict[str, Any]) -> None:
     assert options["bind"] == ["0.0.0.0:5000"]
 
     assert mongo["image"] == "mongo:7"
-    test = " ".join(mongo["healthcheck"]["test"])
-    assert "mongosh" in test
-    assert "ping" in test
+    # A replica set (of one member), so that write concern "majority" means what it says.
+    name = replica_set_name(mongo)
+    test = mongo["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "mongosh"]
+    script = healthcheck_script(mongo)
+    # Healthy only once the set is initiated, under its own name, with the member at the address
+    # the app's URI uses, and this member is the primary (stronger than the old ping).
+    assert f"_id: '{name}'" in script
+    assert "host: 'mongo:27017'" in script
+    assert "isWritablePrimary" in script
     assert ("mongo-data", "/data/db") in mounts(mongo)
     assert "mongo-data" in config["volumes"]
+
+
+def replica_set_name(mongo: dict[str, Any]) -> str:
+    command = mongo["command"]
+    command = shlex.split(command) if isinstance(command, str) else command
+    assert "--replSet" in command, "the compose MongoDB must run as a replica set"
+    return str(command[command.index("--replSet") + 1])
+
+
+def healthcheck_script(mongo: dict[str, Any]) -> str:
+    test = mongo["healthcheck"]["test"]
+    assert test[-2] == "--eval", test
+    return str(test[-1])
 
 
 def test_compose_file() -> None:
@@ -108,6 +130,59 @@ def test_compose_file() -> None:
     check_compose(config)
     assert config["services"]["app"]["build"] == "."
     assert config["services"]["app"]["env_file"] == "compose.env"
+
+
+def test_the_app_connects_to_the_replica_set_with_majority_writes() -> None:
+    mongo = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["mongo"]
+    values = {k: v for k, v in dotenv_values(ENV_EXAMPLE).items() if v is not None}
+    uri = urlsplit(values["MONGODB_URI"])
+    assert uri.netloc == "mongo:27017"  # the member's host in the healthcheck's rs.initiate
+    assert parse_qs(uri.query) == {"replicaSet": [replica_set_name(mongo)]}
+    settings = Settings.from_mapping(
+        {**values, "SECRET_KEY": "s" * 32, "MASTER_KEYS": KeyRing.generate_entry("k1")}
+    )
+    assert settings.mongodb_write_concern == "majority"
+
+
+HEALTHCHECK_STUBS = """
+let initiated = %(initiated)s, primary = %(primary)s, calls = [];
+const rs = {
+  status() { if (!initiated) throw new Error("no replset config has been received"); return {ok: 1}; },
+  initiate(config) { calls.push(config); initiated = true; return {ok: 1}; },
+};
+const db = {hello() { return {isWritablePrimary: primary}; }};
+function quit(code) { console.log(JSON.stringify({code, calls})); process.exit(0); }
+"""
+
+
+@pytest.mark.parametrize(
+    ("initiated", "primary", "code", "initiates"),
+    [
+        (False, False, 1, True),  # first check: initiate, not yet primary: unhealthy
+        (True, False, 1, False),  # elected soon after; until then unhealthy
+        (True, True, 0, False),  # the primary: healthy, nothing re-initiated
+    ],
+)
+def test_the_healthcheck_initiates_once_and_waits_for_a_primary(
+    initiated: bool, primary: bool, code: int, initiates: bool
+) -> None:
+    """mongosh's script run under node with the shell's objects stubbed: its logic and syntax,
+    not MongoDB's behaviour (no mongod here)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    mongo = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["mongo"]
+    stubs = HEALTHCHECK_STUBS % {
+        "initiated": str(initiated).lower(),
+        "primary": str(primary).lower(),
+    }
+    result = subprocess.run(
+        [node, "-e", stubs + healthcheck_script(mongo)], capture_output=True, text=True, check=True
+    )
+    outcome = json.loads(result.stdout)
+    assert outcome["code"] == code
+    expected = [{"_id": replica_set_name(mongo), "members": [{"_id": 0, "host": "mongo:27017"}]}]
+    assert outcome["calls"] == (expected if initiates else [])
 
 
 def compose_available() -> str | None:
@@ -133,7 +208,10 @@ def test_docker_compose_config(tmp_path: Path) -> None:
     config = json.loads(result.stdout)
     check_compose(config)
     # The env file was found and read.
-    assert config["services"]["app"]["environment"]["MONGODB_URI"] == "mongodb://mongo:27017"
+    assert (
+        config["services"]["app"]["environment"]["MONGODB_URI"]
+        == "mongodb://mongo:27017/?replicaSet=rs0"
+    )
 
 
 def test_env_example_placeholders_are_refused() -> None:
