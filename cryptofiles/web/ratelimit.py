@@ -89,8 +89,9 @@ class MongoCounters(LimitsStorage):
 
 
 def client_address() -> str:
-    # The peer address as the WSGI server saw it; behind a proxy, configure gunicorn's
-    # --forwarded-allow-ips so that it is the client's, not the proxy's.
+    # The peer address as the WSGI server saw it. Behind a load balancer that is the balancer's,
+    # unless it speaks the PROXY protocol to gunicorn (--proxy-protocol, --proxy-allow-from):
+    # gunicorn never takes it from X-Forwarded-For (docs/deployment.md, tests/test_instances.py).
     return request.remote_addr or "unknown"
 
 
