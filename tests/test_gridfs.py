@@ -267,6 +267,7 @@ class Spy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, str, Any]] = []
+        self.options: list[dict[str, Any]] = []  # keyword arguments of each call
         self.lock = threading.Lock()
         # find_one goes through find: spying on find sees both once.
         for method in ("find", "delete_one", "delete_many"):
@@ -277,6 +278,7 @@ class Spy:
             if collection.name.startswith("ciphertext."):
                 with self.lock:
                     self.calls.append((collection.name, method, query))
+                    self.options.append(kw)
             return original(collection, query, *args, **kw)
 
         return spied
@@ -320,22 +322,77 @@ def test_a_range_reads_only_its_chunks_each_by_equality(
     ]
 
 
-def test_a_long_read_fetches_only_a_few_chunks_ahead(
-    app: Flask, db: Any, monkeypatch: Any, stored: dict[int, str]
+def test_a_range_read_chunk_by_chunk_fetches_only_a_few_chunks_ahead(
+    app: Flask, client: FlaskClient, headers: dict[str, str], db: Any, monkeypatch: Any
 ) -> None:
-    """Memory stays at a few chunks per read: while the first chunk is held, at most PREFETCH
-    more are fetched."""
+    """Memory stays at a few chunks per read: while the first chunk of a range is held, at most
+    PREFETCH more are fetched, each by equality."""
     storage = services_of(app).storage
-    file_id = stored[THREE_CHUNKS]
+    file_id = upload(client, headers, 6 * MiB + 500_000)  # seven chunks
     length = db["ciphertext.files"].find_one({"_id": file_id})["length"]
+    assert -(-length // MiB) == 7
     monkeypatch.setattr(chunks_module, "PREFETCH", 1)
     spy = Spy(monkeypatch)
-    reader: Iterator[bytes] = storage.chunks.read(file_id, length, 0, 2)
-    assert len(next(reader)) == storage.chunks.chunk_size
+    reader: Iterator[bytes] = storage.chunks.read(file_id, length, 1, 3)
+    assert len(next(reader)) == MiB
     time.sleep(0.3)  # let a prefetch run as far as it would
-    assert len(spy.on("ciphertext.chunks", "find")) == 2
-    assert sum(len(chunk) for chunk in reader) == length - storage.chunks.chunk_size
-    assert len(spy.on("ciphertext.chunks", "find")) == 3
+    assert spy.on("ciphertext.chunks") == [
+        {"files_id": {"$eq": file_id}, "n": {"$eq": 1}},
+        {"files_id": {"$eq": file_id}, "n": {"$eq": 2}},
+    ]
+    assert sum(len(chunk) for chunk in reader) == 2 * MiB
+    assert len(spy.on("ciphertext.chunks")) == 3
+
+
+def test_a_whole_file_is_streamed_unsorted_a_few_chunks_per_reply(
+    client: FlaskClient, headers: dict[str, str], stored: dict[int, str], monkeypatch: Any
+) -> None:
+    """No sort (FerretDB would hold the whole file to sort it) and small replies."""
+    file_id = stored[THREE_CHUNKS]
+    spy = Spy(monkeypatch)
+    served(client, headers, file_id)
+    assert spy.calls == [("ciphertext.chunks", "find", {"files_id": {"$eq": file_id}})]
+    assert spy.options[0].get("batch_size") == chunks_module.CHUNK_BATCH
+    assert "sort" not in spy.options[0]
+
+
+class Shuffled:
+    """A cursor over the real documents, in an order an engine may choose."""
+
+    def __init__(self, docs: list[Any]) -> None:
+        self.docs = iter(docs)
+
+    def __enter__(self) -> Shuffled:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __iter__(self) -> Shuffled:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self.docs)
+
+
+@pytest.mark.parametrize("order", [[1, 0, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0], [0, 1, 3, 2]])
+def test_a_stream_in_another_order_is_served_in_order(
+    app: Flask, client: FlaskClient, headers: dict[str, str], monkeypatch: Any, order: list[int]
+) -> None:
+    """Chunks that come early wait (at most REORDER of them); beyond, and for chunks the cursor
+    never gave, each is fetched by equality. The bytes served are the same either way."""
+    file_id = upload(client, headers, 6 * MiB + 500_000)
+    whole = served(client, headers, file_id)
+    original = Collection.find
+
+    def find(collection: Collection[Any], query: Any = None, *args: Any, **kw: Any) -> Any:
+        if collection.name != "ciphertext.chunks" or "n" in query:
+            return original(collection, query, *args, **kw)
+        by_n = {doc["n"]: doc for doc in original(collection, query)}
+        return Shuffled([by_n[n] for n in order])
+
+    monkeypatch.setattr(Collection, "find", find)
+    assert served(client, headers, file_id) == whole
 
 
 # -- read back by a driver's GridFS ----------------------------------------------------------------

@@ -30,9 +30,13 @@ from pymongo.errors import PyMongoError
 
 from cryptofiles.storage.errors import CorruptFile, _mapped_errors
 
-# Chunk queries in flight while a chunk is being sent, when a read spans several chunks: the
-# next ones are fetched as the current one goes out, so a download costs little more than its
-# slowest part, and memory stays at a few chunks per read.
+# Chunks per server reply when streaming most of a file: bounded memory, few round trips.
+# (Without it FerretDB answers a whole file in one reply.)
+CHUNK_BATCH = 4
+# Chunks that may arrive before their turn in a stream, held until it comes.
+REORDER = 2
+# Chunk queries in flight while a chunk is being sent, when a range is read chunk by chunk: the
+# next ones are fetched as the current one goes out, and memory stays at a few chunks per read.
 PREFETCH = 2
 
 # The indexes the GridFS specification requires (keys, unique).
@@ -107,18 +111,64 @@ class Chunks:
         """Chunks ``first``..``last`` (inclusive) of a stored file of ``length`` bytes, in order.
 
         Every chunk is checked for its number and its size, so a damaged file is never sent
-        whole. Each chunk is fetched on its own, by equality on ``files_id`` and ``n``: the one
-        query shape that every engine we run on answers from an index for one chunk alone
-        (FerretDB pushes only equality down to its backend and sorts in its own memory, so a
-        range or sorted query on ``n`` would read, and hold, every chunk of the file). A read of
-        several chunks keeps ``PREFETCH`` of them in flight while the current one is sent.
+        whole. The query shapes are the ones an indexed engine serves for what is asked, and
+        none is sorted: FerretDB sorts in its own memory (it would hold the whole file) and
+        pushes only equality down to its backend (a condition on ``n`` other than equality
+        reads every chunk of the file). So a read of most of a file streams the file's chunks
+        by ``files_id`` alone (``_stream``), and a shorter range fetches each of its chunks by
+        ``files_id`` and ``n`` (``_each``): either costs about what is read, not the file.
         """
         if first > last:
             return
+        total = -(-length // self.chunk_size)
+        span = last - first + 1
+        if span == 1:  # a range inside one chunk
+            yield self._chunk(file_id, length, first)
+        elif 2 * span >= total:
+            yield from self._stream(file_id, length, first, last, whole=span == total)
+        else:
+            yield from self._each(file_id, length, first, last)
+
+    def _stream(
+        self, file_id: str, length: int, first: int, last: int, *, whole: bool
+    ) -> Iterator[bytes]:
+        """One unsorted cursor over the file's chunks, a few per reply. Engines return them in
+        the order they were written (index order on MongoDB, insertion order on FerretDB's
+        backends) almost always; a chunk that comes early waits in a small buffer, and if
+        more than ``REORDER`` do, the rest is fetched chunk by chunk instead."""
+        query: dict[str, Any] = {"files_id": {"$eq": file_id}}
+        if not whole:  # filtered by FerretDB itself, but at least not sent
+            query["n"] = {"$gte": first, "$lte": last}
+        early: dict[int, bytes] = {}
+        expected = first
+        with _mapped_errors():
+            cursor = self.collection.find(query, batch_size=CHUNK_BATCH)
+        with cursor:
+            while expected <= last:
+                with _mapped_errors():
+                    doc = next(cursor, None)
+                if doc is None:
+                    break  # the rest is fetched one by one below: a missing chunk is named
+                n = doc.get("n")
+                if not isinstance(n, int) or not expected <= n <= last or n in early:
+                    raise CorruptFile(f"{file_id}: a chunk numbered {n!r} does not belong")
+                if n != expected:
+                    if len(early) >= REORDER:
+                        break
+                    early[n] = self._checked(file_id, length, n, doc)
+                    continue
+                yield self._checked(file_id, length, n, doc)
+                expected += 1
+                while expected in early:
+                    yield early.pop(expected)
+                    expected += 1
+        for n in range(expected, last + 1):
+            yield early.pop(n) if n in early else self._chunk(file_id, length, n)
+
+    def _each(self, file_id: str, length: int, first: int, last: int) -> Iterator[bytes]:
+        """Each chunk by equality on ``files_id`` and ``n``, the next ``PREFETCH`` in flight
+        while the current one is sent."""
         fetch = functools.partial(self._chunk, file_id, length)
-        if first == last:  # a range inside one chunk: no prefetch to set up
-            yield fetch(first)
-            return
         with ThreadPoolExecutor(PREFETCH, thread_name_prefix="chunks-prefetch") as pool:
             ahead = min(first + PREFETCH, last + 1)
             pending: collections.deque[Future[bytes]] = collections.deque(
@@ -135,12 +185,16 @@ class Chunks:
                     future.cancel()
 
     def _chunk(self, file_id: str, length: int, n: int) -> bytes:
-        """Chunk ``n``, checked: present and of the size ``length`` gives it."""
+        """Chunk ``n`` alone, by equality on both fields: one index lookup everywhere."""
         with _mapped_errors():
             doc = self.collection.find_one({"files_id": {"$eq": file_id}, "n": {"$eq": n}})
-        size = min(self.chunk_size, length - n * self.chunk_size)
         if doc is None:
             raise CorruptFile(f"{file_id}: chunk {n} is missing")
+        return self._checked(file_id, length, n, doc)
+
+    def _checked(self, file_id: str, length: int, n: int, doc: dict[str, Any]) -> bytes:
+        """The data of chunk ``n``, if it has the size ``length`` gives it."""
+        size = min(self.chunk_size, length - n * self.chunk_size)
         if len(doc["data"]) != size:
             raise CorruptFile(f"{file_id}: chunk {n} is damaged")
         data: bytes = doc["data"]
