@@ -136,7 +136,7 @@ class FileService:
         self.storage.files.insert_pending(record, now)
         stored_size = 0
         try:
-            with self.storage.chunks.writer(file_id, now) as write_chunk:
+            with self.storage.chunks.writer(file_id, self.clock) as write_chunk:
                 plaintext = counter.count(itertools.chain([first], blocks))
                 for segment in crypto.encrypt_stream(key, self._heartbeat(file_id, plaintext)):
                     write_chunk(segment)

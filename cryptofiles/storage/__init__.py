@@ -20,9 +20,10 @@ Collections, one module (and one attribute of ``Storage``) per family:
   ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
 
 Write order, because GridFS cannot join a transaction (and FerretDB has none): the record first
-(pending), then the chunks, then the record is marked complete. Removal goes the other way: chunks
-first, the record last. So chunks never exist without a record that names them, only complete
-records are served, and a sweep of stale pending records finishes any removal a crash interrupted.
+(pending), then the chunks and the GridFS entry, then the record is marked complete. Removal goes
+the other way: the GridFS entry and the chunks first, the record last. So chunks never exist
+without a record that names them, only complete records are served, and a sweep of stale pending
+records finishes any removal a crash interrupted.
 Deleting an account marks the user first, then removes every record of the owner; an upload that
 completes re-checks its owner afterwards (see ``FileService._check_owner``); the sweep removes the files
 of owners that no longer exist.

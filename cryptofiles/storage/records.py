@@ -105,7 +105,7 @@ class FileRecords:
             raise UploadLost(f"{file_id}: the pending record disappeared before completion")
 
     def discard(self, file_id: str) -> None:
-        """Remove a file's chunks, its GridFS entry, and last its record. Idempotent."""
+        """Remove a file's GridFS entry, its chunks, and last its record. Idempotent."""
         with _mapped_errors():
             self._chunks.remove(file_id)
             self.collection.delete_one({"_id": file_id})
