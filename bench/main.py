@@ -94,6 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=[], metavar="PID,...",
                         help="with --mongodb-uri: the external database's processes (each with "
                         "its descendants) for the database CPU and memory figures")  # fmt: skip
+    parser.add_argument("--after-start", metavar="COMMAND",
+                        help="a shell command run after each server is ready, with "
+                        "BENCH_DATABASE_URI and BENCH_DATABASE_NAME in its environment "
+                        "(e.g. to create an engine's own indexes on an external database)")  # fmt: skip
     return parser.parse_args(argv)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -121,6 +122,8 @@ class Bench:
         if uri is None:
             raise RuntimeError(f"the launcher logged no database URI:\n{launcher.log_tail()}")
         self.client = pymongo.MongoClient(uri)
+        if self.args.after_start:
+            self._after_start(uri)
         engine = database_engine(self.client)
         self.meta.setdefault("database_engines", {})[var] = engine
         self.meta["database"] = engine.get("powered_by") or engine.get("version")
@@ -144,6 +147,14 @@ class Bench:
         }
         log(f"server on port {launcher.port}, database {uri} (pid {launcher.db_pid})")
         return launcher
+
+    def _after_start(self, uri: str) -> None:
+        """--after-start: the user's command, once the server is up and has created its
+        collections and indexes (e.g. indexes of an engine's own kind on an external database)."""
+        log(f"running --after-start on database {self.db_name}")
+        env = {**os.environ, "BENCH_DATABASE_URI": uri, "BENCH_DATABASE_NAME": self.db_name}
+        subprocess.run(self.args.after_start, shell=True, env=env, check=True)  # noqa: S602
+        self.meta["after_start"] = self.args.after_start
 
     def register(self, name: str) -> str:
         """A new account and its token (waits out a rate limit's 429 once, up to 65 s)."""
@@ -183,7 +194,7 @@ class Bench:
     @property
     def db(self) -> Any:
         assert self.client is not None
-        return self.client[DB_NAME]
+        return self.client[self.db_name]
 
     def bucket(self, name: str) -> gridfs.GridFSBucket:
         return gridfs.GridFSBucket(self.db, name, chunk_size_bytes=MiB)
@@ -261,9 +272,8 @@ def database_engine(client: pymongo.MongoClient[dict[str, Any]]) -> dict[str, An
     with contextlib.suppress(PyMongoError):
         build = client.admin.command("buildInfo")
         info["version"] = build.get("version")
-        for key in ("ferretdbVersion", "ferretdbFeatures"):
-            if key in build:
-                info[key] = build[key]
+        if "ferretdbVersion" in build:
+            info["ferretdbVersion"] = build["ferretdbVersion"]
     with contextlib.suppress(PyMongoError):
         lines = client.admin.command("getLog", "startupWarnings").get("log", [])
         powered = [_log_message(line) for line in lines if "Powered by" in str(line)]
