@@ -26,7 +26,7 @@ from bench.client import connection
 from bench.common import GiB, MiB, log
 from bench.harness import SinkServer, default_setting
 from bench.report import Row, fmt
-from bench.sampling import cmdline, cpu_seconds, descendants
+from bench.sampling import cmdline, cpu_seconds, descendants, process_table
 from cryptofiles.dev.harness import Launcher
 
 DB_NAME = "cryptofiles"  # the launcher's default MONGODB_DB (we strip MONGODB_* from its env)
@@ -78,6 +78,7 @@ class Bench:
         self.external_uri: str | None = args.mongodb_uri
         self.db_name = DB_NAME
         self._starts = 0
+        self._detached: tuple[int, list[int]] | None = None  # (launcher pid, database roots)
 
     def wanted(self, *names: str) -> bool:
         # Either side may be a prefix: --only upload_ picks upload_64MiB; "rss_" matches
@@ -212,6 +213,7 @@ class Bench:
         launcher = self.launcher
         server = set(launcher.server_pids())
         roots = [p for p in descendants(launcher.process.pid) if p not in server]
+        roots += [p for p in self._detached_db_roots() if Path(f"/proc/{p}").exists()]
         roots += [p for p in self.args.database_pids if Path(f"/proc/{p}").exists()]
         found: list[int] = []
         for root in roots:
@@ -219,6 +221,17 @@ class Bench:
                 if pid not in found and pid not in server:
                     found.append(pid)
         return found
+
+    def _detached_db_roots(self) -> list[int]:
+        """Processes outside the launcher's tree whose command line names its var dir: a database
+        server that daemonizes (``pg_ctl start`` leaves a postmaster whose parent is init) is
+        still the launcher's database. Found once per launcher: the /proc scan is slow."""
+        assert self.launcher
+        if self._detached is None or self._detached[0] != self.launcher.process.pid:
+            var = str(self.launcher.var_dir.resolve())
+            found = [p for p in process_table() if p != os.getpid() and var in cmdline(p)]
+            self._detached = (self.launcher.process.pid, found)
+        return self._detached[1]
 
     def cpu(self) -> dict[str, float]:
         assert self.launcher
