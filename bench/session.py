@@ -158,7 +158,8 @@ class Bench:
         self.meta["after_start"] = self.args.after_start
 
     def register(self, name: str) -> str:
-        """A new account and its token (waits out a rate limit's 429 once, up to 65 s)."""
+        """A new account and its token (waits out a rate limit's 429 once, up to 65 s, and retries
+        a busy server's 503 a few times)."""
         assert self.launcher
         port = self.launcher.port
         calls = (
@@ -167,7 +168,8 @@ class Bench:
         )
         body = b""
         for method, path, headers, expected in calls:
-            for attempt in range(2):
+            waited = False
+            for attempt in range(6):
                 conn = connection(port, 60)
                 try:
                     conn.request(method, path, headers=headers)
@@ -175,10 +177,16 @@ class Bench:
                     body = response.read()
                 finally:
                     conn.close()
-                if response.status == 429 and attempt == 0:
+                if response.status == 429 and not waited:
                     wait = min(int(response.getheader("Retry-After") or 60), 65)
                     log(f"{path}: rate-limited (429); waiting {wait} s")
                     time.sleep(wait)
+                    waited = True
+                    continue
+                if response.status == 503 and attempt < 5:
+                    # Password hashing's pool is full (a loaded machine): nothing was done, retry.
+                    log(f"{path}: server busy (503); retrying")
+                    time.sleep(1 + attempt)
                     continue
                 if response.status != expected:
                     raise RuntimeError(
