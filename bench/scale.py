@@ -25,6 +25,7 @@ from bench.common import MiB, log
 from bench.fill import Filler
 from bench.ranges import RANGE_ROWS, range_rows
 from bench.report import Goal, Row
+from bench.sampling import cpu_seconds
 from bench.session import Bench
 
 SMALL_FILE = 4 * 1024
@@ -52,17 +53,38 @@ def scale_rows(bench: Bench) -> None:
     filler = Filler(bench.db, bench.data)
     s = bench.sizes
     small = filler.grow(s.store_small, s.records_small).as_dict()
+    small["settle_seconds"] = settle(bench)
     at_small = flat.measure("small store") if want_flat else {}
     large = filler.grow(s.store_large, s.records_large).as_dict()
+    large["settle_seconds"] = settle(bench)
     at_large = flat.measure("large store") if want_flat else {}
     for name, (unit, what) in FLAT_ROWS.items():
         if bench.wanted_row(name):
-            bench.add(flat_row(name, unit, what, at_small[name], at_large[name], small, large))
+            row = flat_row(name, unit, what, at_small[name], at_large[name], small, large)
+            row.details.update(flat.cpu_details(name))
+            bench.add(row)
     bench.meta["scale"] = {"small_store": small, "large_store": large,
                            "flat_seconds": round(time.monotonic() - started, 1)}  # fmt: skip
     range_rows(bench)
     bench.meta["scale"]["total_seconds"] = round(time.monotonic() - started, 1)
     bench.stop_server()
+
+
+def settle(bench: Bench, limit: float = 120.0) -> float:
+    """Wait until the database's processes are nearly idle (under 10 % of a core for 2 s), at
+    most ``limit`` seconds: after a fill an engine may still be flushing or analysing (autovacuum),
+    and that would be charged to the measurement that follows. Returns the seconds waited."""
+    start = time.monotonic()
+    before = cpu_seconds(bench.db_pids())
+    while time.monotonic() - start < limit:
+        time.sleep(2)
+        after = cpu_seconds(bench.db_pids())
+        if after - before < 0.2:
+            break
+        before = after
+    waited = round(time.monotonic() - start, 1)
+    log(f"scale: the database settled after {waited} s")
+    return waited
 
 
 def flat_row(
@@ -85,6 +107,8 @@ def flat_row(
         {"ms_small_store": ms(small), "ms_large_store": ms(large),
          "median_ms_small": round(1000 * statistics.median(small), 1),
          "median_ms_large": round(1000 * statistics.median(large), 1),
+         # Load from other programs only ever adds time: the fastest runs are the steadiest view.
+         "ratio_of_fastest": round(min(small) / min(large), 3),
          "small_store": small_store, "large_store": large_store},
     )  # fmt: skip
 
@@ -107,6 +131,9 @@ class Flat:
             for _ in range(OWN_SMALL_FILES)
         ]
         self.calls = 0
+        # CPU seconds (server + database processes) per operation and store: steadier than wall
+        # time on a shared machine, where the load can change between the two store sizes.
+        self.cpu: dict[str, dict[str, list[float]]] = {}
         self.ops: dict[str, Callable[[], float]] = {
             "flat_chunk_read_1MiB": self.chunk_read,
             "flat_download_8MiB": self.download,
@@ -118,7 +145,7 @@ class Flat:
     def measure(self, label: str) -> dict[str, list[float]]:
         """Every operation, interleaved, until each has its repetitions or its time bound."""
         bench = self.bench
-        reps = 5 if bench.args.quick else 15
+        reps = 9 if bench.args.quick else 15
         bound = bench.sizes.scale_seconds
         wanted = {n: op for n, op in self.ops.items() if bench.wanted_row(n)}
         times: dict[str, list[float]] = {n: [] for n in wanted}
@@ -129,13 +156,29 @@ class Flat:
         for _ in range(reps):
             for name, op in wanted.items():
                 if spent[name] < bound:  # at least once: every bound is above zero
+                    before = bench.cpu()
                     took = op()
+                    after = bench.cpu()
                     times[name].append(took)
                     spent[name] += took
+                    cpu = after["server_cpu_s"] + after["db_cpu_s"]
+                    cpu -= before["server_cpu_s"] + before["db_cpu_s"]
+                    self.cpu.setdefault(name, {}).setdefault(label, []).append(cpu)
         for name, runs in times.items():
             log(f"scale: {name} at the {label}: median {1000 * statistics.median(runs):.1f} ms "
                 f"over {len(runs)}")  # fmt: skip
         return times
+
+    def cpu_details(self, name: str) -> dict[str, Any]:
+        """Mean CPU ms per operation at each store, and their ratio small/large (like the row's
+        ratio: ≥ 0.8 means the large store costs at most 1.25 times the CPU)."""
+        means = {label: 1000 * statistics.fmean(v) for label, v in self.cpu.get(name, {}).items()}
+        small, large = means.get("small store"), means.get("large store")
+        return {
+            "cpu_ms_per_op_small": round(small, 1) if small is not None else None,
+            "cpu_ms_per_op_large": round(large, 1) if large is not None else None,
+            "cpu_ratio": round(small / large, 3) if small and large else None,
+        }
 
     def _get(self, path: str, headers: dict[str, str] | None = None) -> tuple[float, bytes]:
         start = time.perf_counter()
