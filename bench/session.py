@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 from bench.client import connection
 from bench.common import GiB, MiB, log
 from bench.harness import SinkServer, default_setting
-from bench.report import Row, fmt
+from bench.report import ORDER, Row, fmt
 from bench.sampling import cmdline, cpu_seconds, descendants, process_table
 from cryptofiles.dev.harness import Launcher
 
@@ -89,8 +89,11 @@ class Bench:
 
     def wanted_row(self, name: str) -> bool:
         """One row by its full name: --only may name it or a prefix of it, but a longer name
-        (small_upload_4KiB_c16_1000stored) does not select its prefix (small_upload_4KiB_c16)."""
-        return self.only is None or any(name.startswith(o) for o in self.only)
+        (small_upload_4KiB_c16_1000stored) does not select its prefix (small_upload_4KiB_c16),
+        and a row's full name selects only that row, not the longer names it begins."""
+        return self.only is None or any(
+            o == name or (name.startswith(o) and o not in ORDER) for o in self.only
+        )
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
