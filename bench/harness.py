@@ -109,6 +109,9 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "database": f"FerretDB {version} (SQLite backend)" if version else "see server.database",
+        # The engine the servers ran is what they say over the wire (session.database_engine,
+        # "database" and "database_engines"); this is only the binary the launcher may start.
+        "ferretdb_binary_version": version,
+        "database": "see database_engines",
         "mongod_on_path": shutil.which("mongod"),
     }

@@ -33,8 +33,9 @@ from bench.common import BENCH, log
 from bench.harness import dir_size, machine_info
 from bench.memory import rss_rows
 from bench.report import ordered, print_table, write_results
+from bench.scale import scale_rows
 from bench.session import Bench
-from bench.small import concurrency_rows
+from bench.small import concurrency_rows, stored_upload_row
 from bench.transfer import transfer_rows
 
 RESULTS = BENCH / "results"
@@ -46,8 +47,9 @@ def run(bench: Bench) -> None:
     bench.meta.update(machine_info(), quick=bench.args.quick, sizes=dataclasses.asdict(bench.sizes))
     bench.meta["loadavg_start"] = os.getloadavg()
     bench.make_data()
-    server_rows = ("upload_", "download_", "plaintext_", "rss_", "small_upload", "key_fetch")
-    if bench.wanted(*server_rows[:2], *server_rows[4:]):
+    if bench.wanted("upload_", "download_", "plaintext_") or any(
+        bench.wanted_row(n) for n in ("small_upload_4KiB_c16", "key_fetch_c16")
+    ):
         bench.start_server("var")
         log("registering the main user")
         bench.token = bench.register(f"bench-{os.getpid()}")
@@ -62,6 +64,10 @@ def run(bench: Bench) -> None:
         bench.token = bench.register(f"bench-rss-{os.getpid()}")
         rss_rows(bench)
         bench.stop_server()
+    # Each on a server and database of its own: what they store must not slow the rows above,
+    # and what they measure depends on what exactly is stored.
+    stored_upload_row(bench)
+    scale_rows(bench)
     encrypt_row(bench)
     sink_rows(bench)
     bench.meta["loadavg_end"] = os.getloadavg()
@@ -80,6 +86,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="extra environment for the launcher (e.g. WEB_WORKERS=4)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="results file (default bench/results/latest.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data, logs)")
+    parser.add_argument("--mongodb-uri", metavar="URI",
+                        help="run every server on this database (e.g. a FerretDB/PostgreSQL you "
+                        "started) instead of the one the launcher starts; each server gets a fresh "
+                        "database on it, dropped when it stops")  # fmt: skip
+    parser.add_argument("--database-pids", type=lambda v: [int(p) for p in v.split(",") if p],
+                        default=[], metavar="PID,...",
+                        help="with --mongodb-uri: the external database's processes (each with "
+                        "its descendants) for the database CPU and memory figures")  # fmt: skip
+    parser.add_argument("--after-start", metavar="COMMAND",
+                        help="a shell command run after each server is ready, with "
+                        "BENCH_DATABASE_URI and BENCH_DATABASE_NAME in its environment "
+                        "(e.g. to create an engine's own indexes on an external database)")  # fmt: skip
     return parser.parse_args(argv)
 
 

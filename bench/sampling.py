@@ -54,6 +54,23 @@ def status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def rss_kib(pid: int) -> int:
+    return status_kib(pid, "VmRSS")
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size in KiB (0 once gone): shared pages divided among the processes that
+    map them, so that a sum over processes sharing memory (PostgreSQL's backends and its shared
+    buffers) counts each page once, where a sum of VmRSS counts it in every process."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -84,8 +101,11 @@ def reset_hwm(pids: list[int]) -> bool:
 class RssSampler:
     """Samples the summed VmRSS of process groups every ~50 ms in a thread."""
 
-    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+    def __init__(
+        self, groups: dict[str, Callable[[], list[int]]], kib: Callable[[int], int] = rss_kib
+    ) -> None:
         self.groups = groups
+        self.kib = kib  # what is summed: VmRSS by default, or pss_kib
         self.samples: dict[str, list[tuple[float, int]]] = {g: [] for g in groups}
         self.per_pid_peak: dict[int, int] = {}
         self._stop = threading.Event()
@@ -98,7 +118,7 @@ class RssSampler:
         for group, pids_of in self.groups.items():
             total = 0
             for pid in pids_of():
-                kib = status_kib(pid, "VmRSS")
+                kib = self.kib(pid)
                 total += kib
                 self.pids_seen[group].add(pid)
                 self.per_pid_peak[pid] = max(self.per_pid_peak.get(pid, 0), kib)
@@ -134,9 +154,12 @@ class RssSampler:
         }
 
 
-def idle_mib(groups: dict[str, Callable[[], list[int]]], seconds: float = 1.0) -> dict[str, float]:
-    """Median summed RSS of each group over ``seconds`` of quiet."""
-    sampler = RssSampler(groups)
+def idle_mib(
+    groups: dict[str, Callable[[], list[int]]], seconds: float = 1.0,
+    kib: Callable[[int], int] = rss_kib,
+) -> dict[str, float]:  # fmt: skip
+    """Median summed RSS (or what ``kib`` reads) of each group over ``seconds`` of quiet."""
+    sampler = RssSampler(groups, kib)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         sampler.sample_once()

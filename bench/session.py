@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,12 +20,13 @@ from typing import Any
 
 import gridfs
 import pymongo
+from pymongo.errors import PyMongoError
 
 from bench.client import connection
 from bench.common import GiB, MiB, log
 from bench.harness import SinkServer, default_setting
-from bench.report import Row, fmt
-from bench.sampling import cmdline, cpu_seconds
+from bench.report import ORDER, Row, fmt
+from bench.sampling import cmdline, cpu_seconds, descendants, process_table
 from cryptofiles.dev.harness import Launcher
 
 DB_NAME = "cryptofiles"  # the launcher's default MONGODB_DB (we strip MONGODB_* from its env)
@@ -41,10 +44,19 @@ class Sizes:
     reps_small: int  # repetitions (ours and baseline, interleaved) of the 64 MiB transfers
     reps_large: int
     warmup: int  # the warm-up file before the idle RSS
+    # The scale family (bench/scale.py): what OTHER users store, before and after the fill.
+    store_small: int  # bytes of chunks ("64 MiB")
+    store_large: int  # ("2 GiB")
+    records_small: int  # file records ("1,000")
+    records_large: int  # ("100,000")
+    stored_per_uploader: int  # small_upload_4KiB_c16_1000stored: files each uploading user has
+    scale_seconds: float  # time bound per operation and store size (then fewer repetitions)
 
 
-FULL = Sizes(64 * MiB, 512 * MiB, GiB, 256 * MiB, 800, 800, 3, 1, 8 * MiB)
-QUICK = Sizes(8 * MiB, 32 * MiB, 128 * MiB, 32 * MiB, 160, 320, 1, 1, 4 * MiB)
+FULL = Sizes(64 * MiB, 512 * MiB, GiB, 256 * MiB, 800, 800, 3, 1, 8 * MiB,
+             64 * MiB, 2 * GiB, 1_000, 100_000, 63, 60.0)  # fmt: skip
+QUICK = Sizes(8 * MiB, 32 * MiB, 128 * MiB, 32 * MiB, 160, 320, 1, 1, 4 * MiB,
+              8 * MiB, 128 * MiB, 200, 2_000, 63, 20.0)  # fmt: skip
 
 
 class Bench:
@@ -61,12 +73,26 @@ class Bench:
         self.sink: SinkServer | None = None
         self.client: pymongo.MongoClient[dict[str, Any]] | None = None
         self.token = ""
+        # An external database (--mongodb-uri): each launcher gets a fresh database of its own on
+        # it, dropped when that launcher stops; its processes are the --database-pids trees.
+        self.external_uri: str | None = args.mongodb_uri
+        self.db_name = DB_NAME
+        self._starts = 0
+        self._detached: tuple[int, list[int]] | None = None  # (launcher pid, database roots)
 
     def wanted(self, *names: str) -> bool:
         # Either side may be a prefix: --only upload_ picks upload_64MiB; "rss_" matches
         # --only rss_upload_1GiB.
         return self.only is None or any(
             n.startswith(o) or o.startswith(n) for n in names for o in self.only
+        )
+
+    def wanted_row(self, name: str) -> bool:
+        """One row by its full name: --only may name it or a prefix of it, but a longer name
+        (small_upload_4KiB_c16_1000stored) does not select its prefix (small_upload_4KiB_c16),
+        and a row's full name selects only that row, not the longer names it begins."""
+        return self.only is None or any(
+            o == name or (name.startswith(o) and o not in ORDER) for o in self.only
         )
 
     def add(self, row: Row) -> None:
@@ -87,13 +113,24 @@ class Bench:
 
     def start_server(self, var: str) -> Launcher:
         log(f"starting the launcher (python -m cryptofiles.dev.serve), var dir {var} ...")
+        env = dict(self.server_env)
+        self.db_name = env.get("MONGODB_DB", DB_NAME)
+        if self.external_uri:
+            self._starts += 1
+            self.db_name = f"bench_{os.getpid()}_{self._starts}"
+            env.update(MONGODB_URI=self.external_uri, MONGODB_DB=self.db_name)
         # A wider margin than the tests' 60 s: a false start would cost the whole run.
-        launcher = Launcher(self.tmp / var, self.server_env, ready_seconds=120)
+        launcher = Launcher(self.tmp / var, env, ready_seconds=120)
         self.launcher = launcher
-        uri = launcher.database_uri()
+        uri = self.external_uri or launcher.database_uri()
         if uri is None:
             raise RuntimeError(f"the launcher logged no database URI:\n{launcher.log_tail()}")
         self.client = pymongo.MongoClient(uri)
+        if self.args.after_start:
+            self._after_start(uri)
+        engine = database_engine(self.client)
+        self.meta.setdefault("database_engines", {})[var] = engine
+        self.meta["database"] = engine.get("powered_by") or engine.get("version")
         settings = {
             k: launcher.env.get(k, default)
             for k, default in (
@@ -104,8 +141,10 @@ class Bench:
         self.meta.setdefault("server", {})[var] = {
             "port": launcher.port,
             "database_uri": uri,
+            "database_name": self.db_name,
             "database_pid": launcher.db_pid,
             "database_command": cmdline(launcher.db_pid) if launcher.db_pid else None,
+            "database_processes": {p: cmdline(p) for p in self.db_pids()},
             "gunicorn": [cmdline(p) for p in launcher.server_pids()],
             **settings,
             "server_env_overrides": self.server_env,
@@ -113,8 +152,17 @@ class Bench:
         log(f"server on port {launcher.port}, database {uri} (pid {launcher.db_pid})")
         return launcher
 
+    def _after_start(self, uri: str) -> None:
+        """--after-start: the user's command, once the server is up and has created its
+        collections and indexes (e.g. indexes of an engine's own kind on an external database)."""
+        log(f"running --after-start on database {self.db_name}")
+        env = {**os.environ, "BENCH_DATABASE_URI": uri, "BENCH_DATABASE_NAME": self.db_name}
+        subprocess.run(self.args.after_start, shell=True, env=env, check=True)  # noqa: S602
+        self.meta["after_start"] = self.args.after_start
+
     def register(self, name: str) -> str:
-        """A new account and its token (waits out a rate limit's 429 once, up to 65 s)."""
+        """A new account and its token (waits out a rate limit's 429 once, up to 65 s, and retries
+        a busy server's 503 a few times)."""
         assert self.launcher
         port = self.launcher.port
         calls = (
@@ -123,7 +171,8 @@ class Bench:
         )
         body = b""
         for method, path, headers, expected in calls:
-            for attempt in range(2):
+            waited = False
+            for attempt in range(6):
                 conn = connection(port, 60)
                 try:
                     conn.request(method, path, headers=headers)
@@ -131,10 +180,16 @@ class Bench:
                     body = response.read()
                 finally:
                     conn.close()
-                if response.status == 429 and attempt == 0:
+                if response.status == 429 and not waited:
                     wait = min(int(response.getheader("Retry-After") or 60), 65)
                     log(f"{path}: rate-limited (429); waiting {wait} s")
                     time.sleep(wait)
+                    waited = True
+                    continue
+                if response.status == 503 and attempt < 5:
+                    # Password hashing's pool is full (a loaded machine): nothing was done, retry.
+                    log(f"{path}: server busy (503); retrying")
+                    time.sleep(1 + attempt)
                     continue
                 if response.status != expected:
                     raise RuntimeError(
@@ -151,21 +206,50 @@ class Bench:
     @property
     def db(self) -> Any:
         assert self.client is not None
-        return self.client[DB_NAME]
+        return self.client[self.db_name]
 
     def bucket(self, name: str) -> gridfs.GridFSBucket:
         return gridfs.GridFSBucket(self.db, name, chunk_size_bytes=MiB)
 
     def groups(self) -> dict[str, Callable[[], list[int]]]:
         assert self.launcher
-        return {"server": self.launcher.server_pids, "db": self.launcher.db_pids}
+        return {"server": self.launcher.server_pids, "db": self.db_pids}
+
+    def db_pids(self) -> list[int]:
+        """Every process of the database, whatever the engine: what the launcher runs besides
+        gunicorn (FerretDB; a PostgreSQL it starts, with its backends) and everything below it,
+        plus the --database-pids trees of an external database. The launcher's own process
+        info, not the engine's name, decides: the bench measures whatever the server runs."""
+        assert self.launcher
+        launcher = self.launcher
+        server = set(launcher.server_pids())
+        roots = [p for p in descendants(launcher.process.pid) if p not in server]
+        roots += [p for p in self._detached_db_roots() if Path(f"/proc/{p}").exists()]
+        roots += [p for p in self.args.database_pids if Path(f"/proc/{p}").exists()]
+        found: list[int] = []
+        for root in roots:
+            for pid in (root, *descendants(root)):
+                if pid not in found and pid not in server:
+                    found.append(pid)
+        return found
+
+    def _detached_db_roots(self) -> list[int]:
+        """Processes outside the launcher's tree whose command line names its var dir: a database
+        server that daemonizes (``pg_ctl start`` leaves a postmaster whose parent is init) is
+        still the launcher's database. Found once per launcher: the /proc scan is slow."""
+        assert self.launcher
+        if self._detached is None or self._detached[0] != self.launcher.process.pid:
+            var = str(self.launcher.var_dir.resolve())
+            found = [p for p in process_table() if p != os.getpid() and var in cmdline(p)]
+            self._detached = (self.launcher.process.pid, found)
+        return self._detached[1]
 
     def cpu(self) -> dict[str, float]:
         assert self.launcher
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "server_cpu_s": cpu_seconds(self.launcher.server_pids()),
-            "db_cpu_s": cpu_seconds(self.launcher.db_pids()),
+            "db_cpu_s": cpu_seconds(self.db_pids()),
             "client_cpu_s": usage.ru_utime + usage.ru_stime,
         }
 
@@ -181,6 +265,9 @@ class Bench:
 
     def stop_server(self) -> None:
         if self.client is not None:
+            if self.external_uri:  # our own fresh database on someone's server: leave nothing
+                with contextlib.suppress(PyMongoError):
+                    self.client.drop_database(self.db_name)
             self.client.close()
             self.client = None
         if self.launcher is not None:
@@ -199,3 +286,28 @@ class Bench:
             log(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def database_engine(client: pymongo.MongoClient[dict[str, Any]]) -> dict[str, Any]:
+    """What the database says it is: buildInfo's versions and FerretDB's "Powered by ..." start-up
+    line (it names the backend and its version). Asked over the wire, so the bench needs no
+    knowledge of how the launcher chose its engine."""
+    info: dict[str, Any] = {}
+    with contextlib.suppress(PyMongoError):
+        build = client.admin.command("buildInfo")
+        info["version"] = build.get("version")
+        if "ferretdbVersion" in build:
+            info["ferretdbVersion"] = build["ferretdbVersion"]
+    with contextlib.suppress(PyMongoError):
+        lines = client.admin.command("getLog", "startupWarnings").get("log", [])
+        powered = [_log_message(line) for line in lines if "Powered by" in str(line)]
+        if powered:
+            info["powered_by"] = powered[0].rstrip(".")
+    return info
+
+
+def _log_message(line: Any) -> str:
+    """The message of a log line: FerretDB answers getLog with MongoDB's JSON log lines."""
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        return str(json.loads(line)["msg"])
+    return str(line)

@@ -21,9 +21,12 @@ SMALL_FILE = 4 * 1024
 PHASE_TIME_BOUND = 180  # seconds: a concurrent phase stops early (and says so) past this
 
 
+STORED_ROW = "small_upload_4KiB_c16_1000stored"
+
+
 def concurrency_rows(bench: Bench) -> None:
-    want_small = bench.wanted("small_upload_4KiB_c16")
-    want_keys = bench.wanted("key_fetch_c16")
+    want_small = bench.wanted_row("small_upload_4KiB_c16")
+    want_keys = bench.wanted_row("key_fetch_c16")
     if not (want_small or want_keys):
         return
     clients = Clients(bench)
@@ -32,6 +35,30 @@ def concurrency_rows(bench: Bench) -> None:
         clients.small_upload_row(payload)
     if want_keys:
         clients.key_fetch_row(payload)
+
+
+def stored_upload_row(bench: Bench) -> None:
+    """small_upload_4KiB_c16 when the uploading users already have files (issue 14, point 4: the
+    goal's precondition). Its own server and database: 16 new users, each given
+    ``sizes.stored_per_uploader`` complete 4 KiB files written straight into the collections
+    (bench/fill.py: the cost measured is the uploads', not the fill's), then the same two sides as
+    small_upload_4KiB_c16."""
+    if not bench.wanted_row(STORED_ROW):
+        return
+    from bench.fill import Filler  # the fill is only this row's and the scale rows' business
+
+    bench.start_server("var-stored")
+    clients = Clients(bench)
+    filler = Filler(bench.db, bench.data)
+    per_user = bench.sizes.stored_per_uploader
+    for i in range(CONCURRENCY):
+        owner = bench.db["users"].find_one({"name": clients.names[i]})["_id"]
+        filler.add_files(owner, per_user, SMALL_FILE + 40)  # a 4 KiB file's ciphertext size
+    log(f"{STORED_ROW}: {per_user * CONCURRENCY} files stored by the {CONCURRENCY} uploaders")
+    clients.small_upload_row(os.urandom(SMALL_FILE), STORED_ROW)
+    bench.rows[-1].details["stored_before"] = {"per_user": per_user,
+                                               "total": per_user * CONCURRENCY}  # fmt: skip
+    bench.stop_server()
 
 
 def concurrency_row(
@@ -59,13 +86,14 @@ class Clients:
         self.small_ids: dict[int, list[str]] = {}  # client index -> its files
         log(f"registering {CONCURRENCY} users (scrypt: a few seconds)")
         self.tokens = [""] * CONCURRENCY
+        self.names = [f"bench-c{i:02d}-{os.getpid()}" for i in range(CONCURRENCY)]
 
         def reg(i: int) -> None:
-            self.tokens[i] = bench.register(f"bench-c{i:02d}-{os.getpid()}")
+            self.tokens[i] = bench.register(self.names[i])
 
         run_threads(4, lambda k: [reg(i) for i in range(k, CONCURRENCY, 4)])
 
-    def small_upload_row(self, payload: bytes) -> None:
+    def small_upload_row(self, payload: bytes, name: str = "small_upload_4KiB_c16") -> None:
         count = self.bench.sizes.small_uploads
         ours = self.http_concurrent(
             lambda conn, i, k: self._small_upload(conn, i, payload), count, warmups=1
@@ -74,7 +102,7 @@ class Clients:
         theirs = self.pymongo_concurrent(
             lambda i, k: bucket.upload_from_stream(f"small-{i}-{k}", payload), count
         )
-        self.bench.add(concurrency_row("small_upload_4KiB_c16", "uploads/s", ours, theirs,
+        self.bench.add(concurrency_row(name, "uploads/s", ours, theirs,
                                        Goal("ratio", ">=", 0.5),
                                        f"pymongo GridFSBucket.upload_from_stream of 4 KiB, "
                                        f"{CONCURRENCY} threads sharing one MongoClient"))  # fmt: skip
