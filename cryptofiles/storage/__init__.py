@@ -31,7 +31,7 @@ Only this package imports pymongo. It raises its own small exception family (``e
 the app maps to HTTP answers in one place.
 """
 
-from cryptofiles.storage.database import POOL_SIZE, Storage
+from cryptofiles.storage.database import POOL_SIZE, CommandListener, Storage
 from cryptofiles.storage.errors import (
     CorruptFile,
     DatabaseUnavailable,
@@ -45,6 +45,7 @@ from cryptofiles.storage.users import User, name_key
 
 __all__ = [
     "POOL_SIZE",
+    "CommandListener",
     "CorruptFile",
     "DatabaseUnavailable",
     "FileRecord",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pymongo
+from pymongo.monitoring import CommandListener as CommandListener
 
 from cryptofiles.storage.chunks import Chunks
 from cryptofiles.storage.counters import Counters
@@ -32,6 +34,7 @@ class Storage:
         timeout_ms: int = 5000,
         chunk_size: int = 1 << 20,
         write_concern: str | int = "majority",
+        event_listeners: Sequence[CommandListener] = (),
     ) -> None:
         # Short timeouts: when the database is gone a request should fail fast with 503, not hang a
         # worker thread for pymongo's 30 s default.
@@ -54,6 +57,8 @@ class Storage:
             # errors). Requests beyond the pool wait in pymongo's queue, as they waited for a
             # worker thread before.
             maxPoolSize=POOL_SIZE,
+            # pymongo's command monitoring: the tests count the round trips of each request.
+            event_listeners=list(event_listeners),
         )
         self.db = self.client[db_name]
         self.users = Users(self.db)
