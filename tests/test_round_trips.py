@@ -23,10 +23,10 @@ from tests.support.commands import CommandCounter
 
 # The most database commands each request may send.
 BUDGETS = {
-    "key fetch": 5,
+    "key fetch": 4,
     "upload 4 KiB": 9,
     "download 1 chunk": 4,
-    "login": 5,
+    "login": 4,
     "listing": 3,
 }
 # Files the user already has when counting: the quota must not cost a read per file.

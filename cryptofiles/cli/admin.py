@@ -95,11 +95,13 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     settings = admin_settings(args.secrets_file)
     with open_services(settings) as services:
-        report = services.files.sweep(orphans=True)
+        report = services.files.sweep(orphans=True, usage=True)
     print(
         f"Swept: unfinished={report.unfinished} orphans={report.orphans}"
-        f" ownerless={report.ownerless}"
+        f" ownerless={report.ownerless} usage_repaired={len(report.usage)}"
     )
+    for repair in report.usage:
+        print(f"  usage of user {repair.owner}: {repair.recorded} -> {repair.stored} bytes")
     return EXIT_OK
 
 
