@@ -140,3 +140,20 @@ def test_account_deletion_forgets_the_total(app: Flask, storage: Storage) -> Non
     )
     assert response.status_code == 200, response.text
     assert storage.usage.owners() == set()
+
+
+def test_old_versions_retire_and_a_stale_head_still_counts(storage: Storage, owner: str) -> None:
+    from cryptofiles.storage.usage import RETIRE_EVERY
+
+    stale = storage.usage.head(owner)  # version 0, still "fresh" by the clock
+    for _ in range(3 * RETIRE_EVERY):
+        storage.usage.add(owner, 1, utcnow())
+    live = storage.usage.collection.count_documents({"owner": owner})
+    assert live <= 2 * RETIRE_EVERY + 1  # the head query reads only these
+    assert storage.usage.collection.count_documents({"retired": owner}) >= RETIRE_EVERY
+    # A writer whose head is older than the retired versions: their _id still refuses its
+    # insert, so it reads the head again instead of writing below it.
+    storage.usage.add(owner, 100, utcnow(), stale)
+    assert storage.usage.head(owner).bytes == 3 * RETIRE_EVERY + 100
+    storage.usage.remove(owner)
+    assert storage.usage.collection.count_documents({}) == 0

@@ -10,12 +10,15 @@ inserts version ``v + 1`` with the new total; two changes that read the same hea
 ``_id``, one wins and the other reads again and retries. No change is lost and none counted twice,
 on MongoDB and on FerretDB alike, without a lock to leave behind if a process dies.
 
-Old versions are pruned, but a deleted ``_id`` could be inserted again by a writer whose head is
-older than the pruning: its change would land below the head and be lost. So a head is used for a
-change only while it is younger than ``HEAD_FRESH`` (else it is read again), and only versions older
-than ``PRUNE_AFTER`` (by the writer's clock) are pruned: a version can be pruned only after every
-head that preceded it is too old to use. The remaining window is a process that stalls for
-``PRUNE_AFTER`` between checking its head's age and its insert; ``admin sweep`` repairs the total.
+Old versions are retired so that reading the head stays one query on a handful of documents
+whatever the user did: every ``RETIRE_EVERY`` changes, versions more than ``RETIRE_EVERY`` below
+the head lose their ``owner`` (renamed ``retired``), which takes them out of the head query. They
+are not deleted at once: a deleted ``_id`` could be inserted again by a writer whose head is older,
+and its change would land below the head and be lost; a retired ``_id`` still refuses it, and the
+writer reads the head again. Retired versions are deleted once older than ``DELETE_AFTER``, while
+a head is used for a change only while younger than ``HEAD_FRESH`` (else it is read again): the
+window left is a process that stalls for ``DELETE_AFTER`` between checking its head's age and its
+insert, and ``admin sweep`` repairs the total.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from cryptofiles.storage.errors import DatabaseUnavailable, _mapped_errors
 
 HEAD_FRESH = 10.0  # seconds a head may be used for a change
 # Far longer than HEAD_FRESH: the margin covers clocks of several instances that disagree.
-PRUNE_AFTER = timedelta(minutes=10)
-# Versions of one user kept before a change prunes older ones (those older than PRUNE_AFTER).
-PRUNE_EVERY = 64
+DELETE_AFTER = timedelta(days=1)
+# The head query sees at most about twice this many versions of a user.
+RETIRE_EVERY = 16
 # Writers of one user at once each retry until they win; 50 racing writers need up to 50 rounds.
 MAX_ATTEMPTS = 500
 # A repair sets a total only if it disagreed with the stored files twice, this long apart, with no
@@ -73,9 +76,10 @@ class Usage:
     def ensure_indexes(self) -> None:
         with _mapped_errors():
             self.collection.create_index([("owner", 1), ("v", -1)], name="usage_by_owner")
+            self.collection.create_index([("retired", 1), ("at", 1)], name="usage_retired")
 
     def head(self, owner: str) -> UsageHead:
-        """The owner's current total: one query, on the versions not yet pruned."""
+        """The owner's current total: one query, on the versions not yet retired."""
         with _mapped_errors():
             top = self.collection.find_one({"owner": owner}, {"v": 1, "bytes": 1}, sort=[("v", -1)])
         if top is None:
@@ -106,11 +110,21 @@ class Usage:
                 self.collection.insert_one(doc)
             except DuplicateKeyError:
                 return False  # another change took version v first
-            if v % PRUNE_EVERY == 0:
-                self.collection.delete_many(
-                    {"owner": head.owner, "v": {"$lt": v}, "at": {"$lt": now - PRUNE_AFTER}}
-                )
+            if v % RETIRE_EVERY == 0:
+                self._retire(head.owner, v, now)
         return True
+
+    def _retire(self, owner: str, v: int, now: datetime) -> None:
+        """Take old versions out of the head query; delete those retired long ago (see above).
+
+        Versions never change once written, so this rewrite of them races with nothing.
+        """
+        self.collection.update_many(
+            {"owner": owner, "v": {"$lt": v - RETIRE_EVERY}},
+            {"$rename": {"owner": "retired"}},
+        )
+        if v % (RETIRE_EVERY * RETIRE_EVERY) == 0:  # rarely: these are few, and only take room
+            self.collection.delete_many({"retired": owner, "at": {"$lt": now - DELETE_AFTER}})
 
     def repair(
         self, owner: str, stored: Callable[[], int], now: datetime, settle: float = SETTLE_SECONDS
@@ -141,3 +155,4 @@ class Usage:
         """Forget a user's total (their account is gone)."""
         with _mapped_errors():
             self.collection.delete_many({"owner": owner})
+            self.collection.delete_many({"retired": owner})
