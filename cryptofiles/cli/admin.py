@@ -89,6 +89,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     print(f"  revoked_tokens: expires_at ({revocations})")
     print("  files: files_by_owner, files_by_status")
     print("  ciphertext.chunks: files_id_1_n_1 (unique)")
+    print("  usage: usage_by_owner, usage_retired")
     return EXIT_OK
 
 
