@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from cryptofiles import crypto
 from cryptofiles.audit import security_event
 from cryptofiles.clock import Clock
-from cryptofiles.storage import FileRecord, Storage, UploadLost
+from cryptofiles.storage import FileRecord, Storage, UploadLost, UsageRepair
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class SweepReport:
     unfinished: int  # pending uploads whose heartbeat stopped, and interrupted deletions
     orphans: int  # GridFS data with no file record
     ownerless: int = 0  # files whose owner no longer exists
+    usage: tuple[UsageRepair, ...] = ()  # usage totals set back to the sum of the owner's files
 
 
 @dataclasses.dataclass
@@ -120,7 +121,10 @@ class FileService:
         A ``declared_size`` (Content-Length) over the size limit or the owner's quota is refused
         before a byte of the body is read; the actual bytes are counted against both as they come.
         """
-        counter = _SizeGuard(self.max_upload_bytes, self._room_left(owner))
+        # The owner's running total: one read, whatever they store (kept for counting this upload).
+        usage = self.storage.usage.head(owner)
+        room_left = None if self.quota_bytes is None else self.quota_bytes - usage.bytes
+        counter = _SizeGuard(self.max_upload_bytes, room_left)
         if declared_size is not None:
             counter.check(declared_size)
         blocks = iter(body)
@@ -141,8 +145,13 @@ class FileService:
                 for segment in crypto.encrypt_stream(key, self._heartbeat(file_id, plaintext)):
                     write_chunk(segment)
                     stored_size += len(segment)
-            self.storage.files.complete(file_id, counter.total, stored_size)
+            counts = self.storage.files.complete(file_id, counter.total, stored_size)
             self._check_owner(owner)
+            if counts:
+                # After the owner check, so an upload undone by it never counted. Parallel uploads
+                # of one owner are not counted in each other's room: they can overshoot the quota
+                # by at most their own sizes, as before the running total.
+                self.storage.usage.add(owner, counter.total, self.clock(), usage)
         except UploadLost:
             self._discard_quietly(file_id)
             # The account deletion removed the pending record: say so, rather than "lost".
@@ -173,13 +182,6 @@ class FileService:
         """
         if not self.storage.users.may_own_files(owner):
             raise OwnerGone("This account was deleted while the upload ran; nothing was stored.")
-
-    def _room_left(self, owner: str) -> int | None:
-        """Bytes the owner may still store. Uploads running at the same time are not counted,
-        so parallel uploads can overshoot the quota by at most their own sizes."""
-        if self.quota_bytes is None:
-            return None
-        return self.quota_bytes - self.storage.files.bytes_used(owner)
 
     def _heartbeat(self, file_id: str, blocks: Iterable[bytes]) -> Iterator[bytes]:
         last = time.monotonic()
@@ -273,9 +275,16 @@ class FileService:
     def delete(self, record: FileRecord) -> None:
         self._delete(record.id)
 
-    def _delete(self, file_id: str) -> None:
-        """Crypto-shredding: the wrapped key goes first, so whatever a crash leaves is unreadable."""
-        self.storage.files.shred(file_id, self.clock())
+    def _delete(self, file_id: str, *, count: bool = True) -> None:
+        """Crypto-shredding: the wrapped key goes first, so whatever a crash leaves is unreadable.
+
+        A file that was servable until the shred leaves its owner's usage total (unless ``count``
+        is off: an owner that no longer exists has no total to keep).
+        """
+        was = self.storage.files.shred(file_id, self.clock())
+        if was is not None and count:
+            owner, size = was
+            self.storage.usage.add(owner, -size, self.clock())
         self.storage.files.discard(file_id)
 
     def delete_all(self, owner: str) -> int:
@@ -289,17 +298,18 @@ class FileService:
             deleted += status == "complete"
         return deleted
 
-    def sweep(self, *, orphans: bool = False) -> SweepReport:
+    def sweep(self, *, orphans: bool = False, usage: bool = False) -> SweepReport:
         """Remove uploads a crash left pending, deletions it interrupted and files whose owner no
         longer exists; with ``orphans``, also chunks that belong to no record (a full scan of the
-        chunk ids: an admin task, not start-up).
+        chunk ids); with ``usage``, repair usage totals that drifted from the owners' files (a full
+        scan of the records). Both are admin tasks, not start-up.
         """
         stale = self.storage.files.unfinished(self.clock() - STALE_UPLOAD)
         for file_id in stale:
             self.storage.files.discard(file_id)
         ownerless = self.storage.files.ownerless()
         for file_id in ownerless:
-            self._delete(file_id)
+            self._delete(file_id, count=False)
         orphan_ids = self.storage.chunks.orphan_owners() if orphans else []
         for file_id in orphan_ids:
             self.storage.files.discard(file_id)
@@ -310,7 +320,8 @@ class FileService:
                 len(ownerless),
                 len(orphan_ids),
             )
-        return SweepReport(len(stale), len(orphan_ids), len(ownerless))
+        repairs = self.storage.repair_usage(self.clock()) if usage else []
+        return SweepReport(len(stale), len(orphan_ids), len(ownerless), tuple(repairs))
 
     def rewrap_all(self) -> RewrapReport:
         """Re-wrap every file key under the active master key; file contents are untouched.

@@ -7,6 +7,7 @@ instead of whichever copy of the wiring remembered it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from cryptofiles.accounts import Authenticator, PasswordHasher, TokenService
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService
-from cryptofiles.storage import Storage
+from cryptofiles.storage import CommandListener, Storage
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,15 @@ class Services:
         self.storage.close()
 
 
-def open_storage(settings: Settings) -> Storage:
-    """A client for the configured database; nothing is sent to it yet."""
+def open_storage(settings: Settings, event_listeners: Sequence[CommandListener] = ()) -> Storage:
+    """A client for the configured database; nothing is sent to it yet. ``event_listeners``:
+    pymongo command listeners (the tests count each request's database commands with one)."""
     return Storage(
         settings.mongodb_uri,
         settings.mongodb_db,
         timeout_ms=settings.mongodb_timeout_ms,
         write_concern=settings.mongodb_write_concern,
+        event_listeners=event_listeners,
     )
 
 

@@ -543,6 +543,23 @@ def test_admin_sweep_removes_leftovers(client: Cli, box: ServerBox) -> None:
         assert db["ciphertext.chunks"].count_documents({"files_id": {"$in": [stale, orphan]}}) == 0
 
 
+def test_admin_sweep_repairs_a_drifted_usage_total(client: Cli, box: ServerBox) -> None:
+    name = client.new_user()
+    (client.cwd / "f").write_bytes(b"counted" * 100)
+    client.run("upload", "f")
+    with box.db() as db:
+        owner = db.users.find_one({"name": name})["_id"]
+        head = db.usage.find_one({"owner": owner}, sort=[("v", -1)])
+        assert head["bytes"] == 700
+        db.usage.update_one({"_id": head["_id"]}, {"$set": {"bytes": 5}})  # a hand edit
+    result = client.run("admin", "sweep", env=admin_env(client, box))
+    assert "usage_repaired=1" in result.stdout
+    assert f"usage of user {owner}: 5 -> 700 bytes" in result.stdout
+    with box.db() as db:
+        assert db.usage.find_one({"owner": owner}, sort=[("v", -1)])["bytes"] == 700
+    assert "usage_repaired=0" in client.run("admin", "sweep", env=admin_env(client, box)).stdout
+
+
 def test_admin_create_user_then_login(client: Cli, box: ServerBox) -> None:
     name = f"admin{uuid.uuid4().hex[:8]}"
     result = client.run("admin", "create-user", name, env=admin_env(client, box))

@@ -89,17 +89,20 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     print(f"  revoked_tokens: expires_at ({revocations})")
     print("  files: files_by_owner, files_by_status")
     print("  ciphertext.chunks: files_id_1_n_1 (unique)")
+    print("  usage: usage_by_owner, usage_retired")
     return EXIT_OK
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     settings = admin_settings(args.secrets_file)
     with open_services(settings) as services:
-        report = services.files.sweep(orphans=True)
+        report = services.files.sweep(orphans=True, usage=True)
     print(
         f"Swept: unfinished={report.unfinished} orphans={report.orphans}"
-        f" ownerless={report.ownerless}"
+        f" ownerless={report.ownerless} usage_repaired={len(report.usage)}"
     )
+    for repair in report.usage:
+        print(f"  usage of user {repair.owner}: {repair.recorded} -> {repair.stored} bytes")
     return EXIT_OK
 
 

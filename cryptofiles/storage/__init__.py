@@ -16,6 +16,10 @@ Collections, one module (and one attribute of ``Storage``) per family:
   uploading, ``complete`` once stored, ``deleting`` once shredded), ``created_at``,
   ``heartbeat_at`` (refreshed while an upload runs). A record without ``wrapped_key`` is shredded
   whatever its status says, and never served.
+- ``usage`` (``usage.py``, ``storage.usage``): each user's running total of stored plaintext bytes,
+  the quota's count, as a chain of versions (``_id`` = ``"<owner>/<v>"``, ``owner``, ``v``,
+  ``bytes``, ``at``): see ``usage.py`` for why not ``$inc``. An upload adds its size after its owner
+  check; a deletion takes it away when it shreds the record; ``admin sweep`` repairs a drift.
 - GridFS bucket ``ciphertext`` (``chunks.py``, ``storage.chunks``; ``ciphertext.files``,
   ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
 
@@ -32,7 +36,7 @@ Only this package imports pymongo. It raises its own small exception family (``e
 the app maps to HTTP answers in one place.
 """
 
-from cryptofiles.storage.database import POOL_SIZE, Storage
+from cryptofiles.storage.database import POOL_SIZE, CommandListener, Storage
 from cryptofiles.storage.errors import (
     CorruptFile,
     DatabaseUnavailable,
@@ -42,10 +46,12 @@ from cryptofiles.storage.errors import (
     UploadLost,
 )
 from cryptofiles.storage.records import FileRecord
+from cryptofiles.storage.usage import UsageHead, UsageRepair
 from cryptofiles.storage.users import User, name_key
 
 __all__ = [
     "POOL_SIZE",
+    "CommandListener",
     "CorruptFile",
     "DatabaseUnavailable",
     "FileRecord",
@@ -54,6 +60,8 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "UploadLost",
+    "UsageHead",
+    "UsageRepair",
     "User",
     "name_key",
 ]

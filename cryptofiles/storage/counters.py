@@ -7,10 +7,11 @@ replaced on its key's next hit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -37,22 +38,26 @@ class Counters:
     def incr(self, key: str, expiry_seconds: int, amount: int, now: datetime) -> int:
         """Add ``amount`` to a fixed-window counter, starting a new window if the last one ended.
 
-        Plain update operators, and filters on ``_id`` in the common case (a live window: one
-        write), since that is the only lookup FerretDB does without reading the whole collection.
-        Racing requests that both open a window: the loser retries and counts in the winner's.
+        Plain update operators, and filters on ``_id``, since that is the only lookup FerretDB
+        does without reading the whole collection. One round trip for a live window and for a
+        new key alike (an upsert); racing requests that both create a key: the loser's insert
+        fails on the unique ``_id`` and it retries, counting in the winner's window.
         """
         window = {"count": amount, "expire_at": now + timedelta(seconds=expiry_seconds)}
         with _mapped_errors():
             for _ in range(3):
-                doc = self.collection.find_one_and_update(
-                    {"_id": key}, {"$inc": {"count": amount}}, return_document=ReturnDocument.AFTER
-                )
-                if doc is None:
-                    try:
-                        self.collection.insert_one({"_id": key, **window})
-                        return amount
-                    except DuplicateKeyError:
-                        continue
+                try:
+                    doc = self.collection.find_one_and_update(
+                        {"_id": key},
+                        {"$inc": {"count": amount},
+                         "$setOnInsert": {"expire_at": window["expire_at"]}},
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )  # fmt: skip
+                except DuplicateKeyError:
+                    continue
+                if doc is None:  # not with an upsert; for the type checker
+                    continue
                 if doc["expire_at"] > now:
                     return int(doc["count"])
                 # The window had ended: replace it, unless another request already did.
@@ -63,13 +68,22 @@ class Counters:
                     return amount
         raise DatabaseUnavailable("rate counter contention")
 
-    def give_back(self, key: str, now: datetime) -> None:
-        """Take one back from a live window (a request that did not use what it counted)."""
-        with _mapped_errors():
-            self.collection.update_one(
+    def give_back(self, keys: Sequence[str], now: datetime) -> None:
+        """Take one back from each live window (a request that did not use what it counted).
+
+        One round trip for all of them: one ``update`` command carrying a statement per key.
+        """
+        if not keys:
+            return
+        updates = [
+            UpdateOne(
                 {"_id": key, "expire_at": {"$gt": now}, "count": {"$gt": 0}},
                 {"$inc": {"count": -1}},
             )
+            for key in keys
+        ]
+        with _mapped_errors():
+            self.collection.bulk_write(updates, ordered=False)
 
     def get(self, key: str, now: datetime) -> tuple[int, datetime | None]:
         """``(count, window end)`` of a live window, ``(0, None)`` when there is none."""

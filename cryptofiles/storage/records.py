@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 from bson.binary import Binary
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -88,21 +89,28 @@ class FileRecords:
         with _mapped_errors():
             self.collection.update_one({"_id": file_id}, {"$set": {"heartbeat_at": now}})
 
-    def complete(self, file_id: str, size: int, stored_size: int) -> None:
+    def complete(self, file_id: str, size: int, stored_size: int) -> bool:
+        """Mark an upload's record complete; whether it is servable now (it counts in the quota).
+
+        One round trip: the update answers the record as it left it.
+        """
         with _mapped_errors():
             # By _id alone (see Users.create): other filters make FerretDB read the whole
             # collection. Meanwhile a sweep may have deleted the record (then nothing matches), or
             # an account deletion shredded it: marked complete, it still has no key and is never
             # served (see _servable), and the upload's owner check then removes it.
-            result = self.collection.update_one(
+            doc = self.collection.find_one_and_update(
                 {"_id": file_id},
                 {"$set": {"status": "complete", "size": size, "stored_size": stored_size},
                  "$unset": {"heartbeat_at": ""}},
+                # No projection: FerretDB 1.24 refuses one on findAndModify (records are small).
+                return_document=ReturnDocument.AFTER,
             )  # fmt: skip
-        if result.matched_count != 1:
+        if doc is None:
             # A sweeper took this upload for a dead one (it stalled past STALE_UPLOAD): its record
             # is gone, so it must not be reported as stored.
             raise UploadLost(f"{file_id}: the pending record disappeared before completion")
+        return _servable(doc)
 
     def discard(self, file_id: str) -> None:
         """Remove a file's GridFS entry, its chunks, and last its record. Idempotent."""
@@ -136,23 +144,38 @@ class FileRecords:
             return [FileRecord.from_doc(doc) for doc in cursor]
 
     def bytes_used(self, owner: str) -> int:
-        """Plaintext bytes of the owner's complete files (what the quota counts)."""
+        """Plaintext bytes of the owner's complete files: a scan of them, for the sweep's repair
+        (the quota reads the running total, ``storage.usage``)."""
         with _mapped_errors():
             docs = self.collection.find({"owner": owner, **SERVABLE}, {"size": 1})
             return sum(int(doc.get("size", 0)) for doc in docs)
 
     # -- removal and the sweep ---------------------------------------------------------------------
 
-    def shred(self, file_id: str, now: datetime) -> None:
-        """Make a file unservable and unreadable at once: drop its wrapped key, mark it deleting."""
+    def shred(self, file_id: str, now: datetime) -> tuple[str, int] | None:
+        """Make a file unservable and unreadable at once: drop its wrapped key, mark it deleting.
+
+        ``(owner, size)`` if the file was servable until now (its size leaves the owner's quota),
+        else None: the update answers the record as it found it, in the same round trip.
+        """
         with _mapped_errors():
-            self.collection.update_one(
+            doc = self.collection.find_one_and_update(
                 {"_id": file_id},
                 {
                     "$set": {"status": "deleting", "heartbeat_at": now},
                     "$unset": {"wrapped_key": ""},
                 },
+                return_document=ReturnDocument.BEFORE,  # no projection: see complete
             )
+        return (doc["owner"], int(doc.get("size", 0))) if _servable(doc) else None
+
+    def sizes_by_owner(self) -> dict[str, int]:
+        """Plaintext bytes of every owner's complete files (a full scan: for the sweep's repair)."""
+        totals: dict[str, int] = {}
+        with _mapped_errors():
+            for doc in self.collection.find(SERVABLE, {"owner": 1, "size": 1}, batch_size=1000):
+                totals[doc["owner"]] = totals.get(doc["owner"], 0) + int(doc.get("size", 0))
+        return totals
 
     def owned_by(self, owner: str) -> list[tuple[str, str]]:
         """``(id, status)`` of every record of ``owner``, whatever its status (pending included)."""

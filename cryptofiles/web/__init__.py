@@ -19,6 +19,7 @@ from flask import Flask
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.services import build_services
+from cryptofiles.storage import Storage
 from cryptofiles.web import accounts, connection, docs, files, health
 from cryptofiles.web.context import EXTENSION_KEY, services_of
 from cryptofiles.web.errors import register_error_handlers
@@ -29,14 +30,18 @@ from cryptofiles.web.ratelimit import init_limiter, password_check_allowed
 __all__ = ["EXTENSION_KEY", "create_app", "services_of"]
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, clock: Clock = utcnow, storage: Storage | None = None
+) -> Flask:
+    """The app on ``settings``; ``storage`` (default: opened from the settings) lets a test watch
+    the database client (``services.open_storage(settings, event_listeners=...)``)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder=None)  # no static files: no unauthenticated /static route
     # Uploads stream through our own size guard; Flask's limit would only apply to form parsing.
     app.config["MAX_CONTENT_LENGTH"] = None
 
-    services = build_services(settings, clock=clock)
+    services = build_services(settings, clock=clock, storage=storage)
     # Inside a request, a password may only be checked under ratelimit.password_checked.
     services.accounts.password_check_allowed = password_check_allowed
     services.files.sweep()  # leftovers of uploads that a crash interrupted

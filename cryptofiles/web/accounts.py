@@ -82,6 +82,7 @@ def delete_account() -> Response:
     services.storage.users.mark_deleting(user.public_id)
     deleted = services.files.delete_all(user.public_id)
     services.storage.users.delete(user.public_id)
+    services.storage.usage.remove(user.public_id)
     return reply(
         f"Account {user.name} deleted with {deleted} file(s).", json={"deleted_files": deleted}
     )
