@@ -1,7 +1,9 @@
 """The development database (cryptofiles.dev.database): finding a server, and running FerretDB for real.
 
-The LocalDatabase tests start the FerretDB binary that `make setup` builds into tools/. Without it
-they fail (on purpose: a silently skipped database test proves nothing).
+The LocalDatabase tests start the FerretDB binary that `make setup` builds into tools/, on each of
+its engines: PostgreSQL (the default, whose server `make setup` installs) and SQLite (the fallback).
+Without them they fail (on purpose: a silently skipped database test proves nothing). The
+PostgreSQL-only rules (indexes, plan settings, the unprivileged user) are in test_devdb_postgres.py.
 """
 
 from __future__ import annotations
@@ -153,13 +155,19 @@ def ferretdb_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tools
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """FerretDB's backend: each LocalDatabase test runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture
-def databases(ferretdb_tools: Path) -> Iterator[Callable[[Path], LocalDatabase]]:
+def databases(ferretdb_tools: Path, engine: str) -> Iterator[Callable[[Path], LocalDatabase]]:
     """Make LocalDatabase objects; whatever a test leaves running is stopped afterwards."""
     made: list[LocalDatabase] = []
 
     def make(data_dir: Path) -> LocalDatabase:
-        database = LocalDatabase(data_dir, tools=ferretdb_tools)
+        database = LocalDatabase(data_dir, tools=ferretdb_tools, engine=engine)
         made.append(database)
         return database
 
@@ -295,19 +303,26 @@ def test_stop_ends_the_process(databases: Callable[[Path], LocalDatabase], tmp_p
     process = database.process
     assert process is not None and process.poll() is None
     assert database.pid_file.is_file()
+    pids = database.pids()
+    assert len(pids) > (0 if database.engine == "sqlite" else 2)
     database.stop()
     assert process.poll() is not None
+    assert wait_until(lambda: not any(map(pid_running, pids)), 5)
     assert not database.pid_file.exists()
     assert database.process is None
     database.stop()  # stopping twice is harmless
 
 
-def test_context_manager_starts_and_stops(ferretdb_tools: Path, tmp_path: Path) -> None:
-    with LocalDatabase(tmp_path / "db", tools=ferretdb_tools) as database:
+def test_context_manager_starts_and_stops(
+    ferretdb_tools: Path, tmp_path: Path, engine: str
+) -> None:
+    with LocalDatabase(tmp_path / "db", tools=ferretdb_tools, engine=engine) as database:
         process = database.process
         assert process is not None
+        pids = database.pids()
         assert ping(database.uri) == 1.0
     assert process.poll() is not None
+    assert wait_until(lambda: not any(map(pid_running, pids)), 5)
 
 
 def test_data_persists_across_restarts(
@@ -338,6 +353,12 @@ def test_leftover_server_is_replaced(
     # reaps it once it exits.
     reaper = threading.Thread(target=old.wait, daemon=True)
     reaper.start()
+    old_pids = crashed.pids()
+    if crashed.postgres is not None:  # its PostgreSQL is left running too
+        postmaster = crashed.postgres.process
+        assert postmaster is not None
+        threading.Thread(target=postmaster.wait, daemon=True).start()
+    crashed.process = crashed.postgres = None  # forgotten: only the next start can stop them
 
     fresh = databases(data_dir)
     started = time.monotonic()
@@ -349,6 +370,8 @@ def test_leftover_server_is_replaced(
     assert fresh.process is not None and fresh.process.pid != old.pid
     assert fresh.pid_file.read_text() == str(fresh.process.pid)
     assert ping(uri) == 1.0
+    assert wait_until(lambda: not any(map(pid_running, old_pids)), 5)
+    assert not set(old_pids) & set(fresh.pids())
 
 
 @pytest.fixture
@@ -424,8 +447,9 @@ def test_listens_on_no_tcp_port(databases: Callable[[Path], LocalDatabase], tmp_
     uri = database.start()
     assert database.process is not None
     # No TCP listener of any address: the server has no authentication, and anyone on the host
-    # can reach a loopback port.
-    assert listening_addresses(database.process.pid) == set()
+    # can reach a loopback port. The same for every process of PostgreSQL behind it.
+    for pid in database.pids():
+        assert listening_addresses(pid) == set(), pid
     # Its one way in is the Unix socket of the URI, which a client that knows it uses as is.
     path = socket_of(uri)
     assert stat.S_ISSOCK(path.lstat().st_mode)
@@ -433,10 +457,10 @@ def test_listens_on_no_tcp_port(databases: Callable[[Path], LocalDatabase], tmp_
 
 
 def test_data_dir_and_files_are_private(
-    databases: Callable[[Path], LocalDatabase], tmp_path: Path, loose_umask: None
+    ferretdb_tools: Path, tmp_path: Path, loose_umask: None
 ) -> None:
     data_dir = tmp_path / "db"
-    database = databases(data_dir)
+    database = LocalDatabase(data_dir, tools=ferretdb_tools, engine="sqlite")
 
     def write(uri: str, name: str) -> None:
         with mongo(uri) as client:  # a new database is a new SQLite file (with WAL and shm)
@@ -451,27 +475,32 @@ def test_data_dir_and_files_are_private(
         assert wrong == {}
         assert mode(socket_of(uri).parent) == 0o700
 
-    uri = database.start()
-    check(uri)
-    write(uri, "first")
-    check(uri, "first")
-    database.stop()
+    try:
+        uri = database.start()
+        check(uri)
+        write(uri, "first")
+        check(uri, "first")
+    finally:
+        database.stop()
 
     # What a run before this rule left: a 0755 folder of 0644 files. The next start closes them.
     for path in data_dir.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     data_dir.chmod(0o755)
-    uri = database.start()
-    check(uri, "first")
-    write(uri, "second")
-    check(uri, "first", "second")
+    try:
+        uri = database.start()
+        check(uri, "first")
+        write(uri, "second")
+        check(uri, "first", "second")
+    finally:
+        database.stop()
 
 
 def test_long_data_dir_gets_a_short_private_socket_folder(
-    ferretdb_tools: Path, tmp_path: Path
+    ferretdb_tools: Path, tmp_path: Path, engine: str
 ) -> None:
     data_dir = tmp_path / ("d" * 100) / "db"  # data_dir/server.sock overflows a socket address
-    database = LocalDatabase(data_dir, tools=ferretdb_tools)
+    database = LocalDatabase(data_dir, tools=ferretdb_tools, engine=engine)
     try:
         uri = database.start()
         path = socket_of(uri)
@@ -556,38 +585,44 @@ import sys, time
 from pathlib import Path
 from cryptofiles.dev.database import LocalDatabase
 
-database = LocalDatabase(Path(sys.argv[1]), tools=Path(sys.argv[2]))
+database = LocalDatabase(Path(sys.argv[1]), tools=Path(sys.argv[2]), engine=sys.argv[3])
 database.start()
-print(database.process.pid, flush=True)
+print(*database.pids(), flush=True)
 time.sleep(60)
 """
 
 
-def test_server_dies_with_its_parent(ferretdb_tools: Path, tmp_path: Path) -> None:
+def test_server_dies_with_its_parent(ferretdb_tools: Path, tmp_path: Path, engine: str) -> None:
     data_dir = tmp_path / "db"
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT_SCRIPT, str(data_dir), str(ferretdb_tools)],
+        [sys.executable, "-c", PARENT_SCRIPT, str(data_dir), str(ferretdb_tools), engine],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
-    server_pid = 0
+    server_pid, behind = 0, []
     try:
         assert parent.stdout is not None
         line = parent.stdout.readline()
-        assert line.strip().isdigit(), f"the parent script did not start the server: {line!r}"
-        server_pid = int((data_dir / "server.pid").read_text())
-        assert server_pid == int(line)
-        assert pid_running(server_pid)
+        assert line.split() and all(p.isdigit() for p in line.split()), (
+            f"the parent script did not start the server: {line!r}"
+        )
+        server_pid, *behind = map(int, line.split())  # FerretDB, then PostgreSQL's processes
+        assert server_pid == int((data_dir / "server.pid").read_text())
+        assert len(behind) >= (0 if engine == "sqlite" else 2)
+        assert all(map(pid_running, [server_pid, *behind]))
 
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
         assert wait_until(lambda: not pid_running(server_pid), 5), "FerretDB outlived its parent"
+        gone = wait_until(lambda: not any(map(pid_running, behind)), 10)
+        assert gone, "PostgreSQL outlived its parent"
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
         assert parent.stdout is not None
         parent.stdout.close()
-        if server_pid and pid_running(server_pid):
-            os.kill(server_pid, signal.SIGKILL)
+        for pid in ([server_pid] if server_pid else []) + behind:
+            if pid_running(pid):
+                os.kill(pid, signal.SIGKILL)
