@@ -263,7 +263,7 @@ class LocalDatabase:
                         self.data_dir)  # fmt: skip
         if self.postgres is None:
             self.postgres = postgres.PostgresCluster(
-                self.data_dir / "pg", bin_dir, self.data_dir / "postgres.log",
+                self.data_dir / "pg", bin_dir, self.log_file.with_name("postgres.log"),
                 self._postgres_settings,
             )  # fmt: skip
         self.postgres.start()

@@ -55,6 +55,24 @@ SOCKET_FOLDER = "socket"
 START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 10
 CONFIG_NAME = "cryptofiles.conf"
+# A full disk: PostgreSQL fails a write that cannot extend a table (an error, the app answers 507),
+# but stops altogether when it cannot create its next WAL segment, and cannot even recover until
+# space is freed. So WAL segments are kept in reserve: small ones (1 MiB, not 16), WAL_RESERVE_MB
+# of them made at each start and recycled by every checkpoint (min_wal_size), so that writes in
+# flight when the disk fills find a segment ready.
+WAL_SEGMENT_MB = 1
+WAL_RESERVE_MB = 16
+# The space a failed upload took (its chunks, rolled back: dead rows) is reusable only once vacuumed,
+# and WAL segments are recycled only by a checkpoint: both soon, so that freeing disk space lets
+# uploads work again within seconds.
+WAL_SETTINGS = {
+    "min_wal_size": f"{2 * WAL_RESERVE_MB}MB", "max_wal_size": "64MB",
+    "autovacuum_naptime": "1s", "checkpoint_timeout": "30s",
+}  # fmt: skip
+RESERVE_WAL = (
+    "CREATE TABLE IF NOT EXISTS cryptofiles_wal_reserve (); DROP TABLE cryptofiles_wal_reserve;\n"
+    "SELECT pg_switch_wal();\n"
+) * WAL_RESERVE_MB + "CHECKPOINT;\n"
 CREATE_DATABASE = (  # psql's \gexec runs the CREATE only when the database is missing
     "SELECT 'CREATE DATABASE ferretdb' WHERE NOT EXISTS "
     "(SELECT FROM pg_database WHERE datname = 'ferretdb')\\gexec"
@@ -110,7 +128,7 @@ class PostgresCluster:
         self.folder = folder
         self.bin_dir = bin_dir
         self.log_file = log_file
-        self.settings = {**PLAN_SETTINGS, **(settings or {})}
+        self.settings = {**PLAN_SETTINGS, **WAL_SETTINGS, **(settings or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.owner = pwd.getpwnam(OS_USER) if os.geteuid() == 0 else None
 
@@ -132,6 +150,7 @@ class PostgresCluster:
         self._wait_ready()
         self.psql("postgres", CREATE_DATABASE)
         self.psql(DATABASE, install_sql())
+        self.psql("postgres", RESERVE_WAL)
 
     def _own(self, path: Path) -> None:
         if self.owner is not None:
@@ -158,7 +177,7 @@ class PostgresCluster:
         self._own(partial)
         with self._handed(partial) as (here, how):
             args = [str(self.bin_dir / "initdb"), "-D", here, "-A", "trust", "-U", SUPERUSER,
-                    "-E", "UTF8", "--locale=C"]  # fmt: skip
+                    "-E", "UTF8", "--locale=C", f"--wal-segsize={WAL_SEGMENT_MB}"]  # fmt: skip
             done = subprocess.run(
                 args, **how, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 check=False, timeout=120,
