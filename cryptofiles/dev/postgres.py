@@ -255,7 +255,8 @@ class PostgresCluster:
         """kill -9 every process of the cluster (a crash), and wait until each one is gone."""
         pids = self.pids()
         for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # a backend that just ended
+                os.kill(pid, signal.SIGKILL)
         if self.process is not None:
             self.process.wait(STOP_TIMEOUT_SECONDS)
         self.process = None
@@ -277,7 +278,8 @@ class PostgresCluster:
                 continue
         else:
             for pid in with_children:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             process.wait()
 
     def _stop_leftover(self) -> None:
