@@ -79,6 +79,7 @@ def requests(gib: float) -> None:
             stored += 128 * MiB
         for _ in range(600):  # and many small files
             others.call("POST", "/upload", os.urandom(1024), **{"x-access-tokens": bob})
+        alice.conn.close()  # idle for minutes: the server closed it; the next call reconnects
         print(f"stored {stored / MiB:.0f} MiB + 600 small files in "
               f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
         print(f"after: key fetch {median_ms(key):.1f} ms, 200 KiB download "
