@@ -181,6 +181,17 @@ def test_sqlite_is_the_fallback_with_a_warning(
     assert any(devdb.SQLITE_WARNING in w and postgres.INSTALL_HINT in w for w in warnings)
 
 
+def test_older_sqlite_data_is_named_not_lost(
+    database: LocalDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    database.data_dir.mkdir(parents=True)
+    (database.data_dir / "cryptofiles.sqlite").write_bytes(b"kept as it is")
+    with caplog.at_level(logging.WARNING):
+        database.start()
+    assert any("SQLite from an older run" in r.getMessage() for r in caplog.records)
+    assert (database.data_dir / "cryptofiles.sqlite").read_bytes() == b"kept as it is"
+
+
 def test_postgresql_asked_for_but_missing_says_how(
     tmp_path: Path, empty_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
