@@ -78,9 +78,11 @@ CREATE_DATABASE = (  # psql's \gexec runs the CREATE only when the database is m
     "(SELECT FROM pg_database WHERE datname = 'ferretdb')\\gexec"
 )
 INSTALL_HINT = (
-    "PostgreSQL's server programs (initdb, postgres) were not found. Install them - Debian/Ubuntu: "
-    "`sudo apt-get install postgresql`; Fedora: `sudo dnf install postgresql-server`; macOS: "
-    "`brew install postgresql` - then run `make setup` again."
+    "PostgreSQL's server programs (initdb, postgres, psql, pg_isready) were not found. "
+    "Install them - Debian/Ubuntu: `sudo apt-get install postgresql`; "
+    "Fedora: `sudo dnf install postgresql-server`; macOS: `brew install postgresql` - "
+    "then run `make setup` again. As root, PostgreSQL runs as the `postgres` OS user, "
+    "which those packages create."
 )
 
 
@@ -98,10 +100,20 @@ def find_postgres(path: str | None = None, roots: tuple[Path, ...] | None = None
         candidates.append(Path(initdb).resolve().parent)
     for root in POSTGRES_ROOTS if roots is None else roots:
         candidates += sorted(root.glob("*/bin"), key=_version, reverse=True)
+    if os.geteuid() == 0 and not _has_user(OS_USER):
+        return None  # PostgreSQL will not run as root, and there is no one else to run it as
     for folder in candidates:
         if all((folder / program).is_file() for program in PROGRAMS):
             return folder
     return None
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def install_postgres(out: IO[str] = sys.stderr) -> bool:
