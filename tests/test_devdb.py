@@ -95,7 +95,11 @@ def modes_below(folder: Path) -> dict[str, int]:
 def listening_addresses(pid: int) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket that ``pid`` listens on, from /proc."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:  # ended meanwhile (a short-lived backend): it listens on nothing
+        return set()
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
