@@ -24,8 +24,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-# The database the project starts when MONGODB_URI is unset: mongod if on PATH, else FerretDB,
-# built with Go into tools/ the first time.
+# The database the project starts when MONGODB_URI is unset: mongod if on PATH, else FerretDB on
+# PostgreSQL (installed with apt-get when root and missing; otherwise the set-up says how), FerretDB
+# built with Go into tools/ the first time; FerretDB on SQLite only where PostgreSQL cannot be had.
 database: $(STAMP)
 	@$(PY) -m cryptofiles.dev.database ensure
 

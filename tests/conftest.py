@@ -1,8 +1,9 @@
 """Shared fixtures: a real database server for the session, a fresh database for every test.
 
 ``MONGODB_URI`` in the environment points the suite at a server you run; otherwise the suite starts
-its own (mongod or FerretDB, see ``cryptofiles.dev.database``) on a private Unix socket with its data
-in a temp folder. The helpers the tests share (accounts, settings, servers) live in ``tests/support/``.
+its own (mongod, or FerretDB on PostgreSQL, see ``cryptofiles.dev.database``) on a private Unix
+socket with its data in a temp folder. The helpers the tests share (accounts, settings, servers)
+live in ``tests/support/``.
 """
 
 from __future__ import annotations

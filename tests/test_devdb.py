@@ -1,7 +1,10 @@
 """The development database (cryptofiles.dev.database): finding a server, and running FerretDB for real.
 
-The LocalDatabase tests start the FerretDB binary that `make setup` builds into tools/. Without it
-they fail (on purpose: a silently skipped database test proves nothing).
+The LocalDatabase tests start the FerretDB binary that `make setup` builds into tools/, on each of
+its engines: PostgreSQL (the default, whose server `make setup` installs) and SQLite (the fallback).
+Without them they fail (on purpose: a silently skipped database test proves nothing). The
+PostgreSQL-only rules (indexes, plan settings, the unprivileged user) are in test_devdb_postgres.py;
+privacy and parent death in test_devdb_private.py.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -93,7 +95,11 @@ def modes_below(folder: Path) -> dict[str, int]:
 def listening_addresses(pid: int) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket that ``pid`` listens on, from /proc."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:  # ended meanwhile (a short-lived backend): it listens on nothing
+        return set()
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
@@ -153,13 +159,19 @@ def ferretdb_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tools
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """FerretDB's backend: each LocalDatabase test runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture
-def databases(ferretdb_tools: Path) -> Iterator[Callable[[Path], LocalDatabase]]:
+def databases(ferretdb_tools: Path, engine: str) -> Iterator[Callable[[Path], LocalDatabase]]:
     """Make LocalDatabase objects; whatever a test leaves running is stopped afterwards."""
     made: list[LocalDatabase] = []
 
     def make(data_dir: Path) -> LocalDatabase:
-        database = LocalDatabase(data_dir, tools=ferretdb_tools)
+        database = LocalDatabase(data_dir, tools=ferretdb_tools, engine=engine)
         made.append(database)
         return database
 
@@ -295,19 +307,26 @@ def test_stop_ends_the_process(databases: Callable[[Path], LocalDatabase], tmp_p
     process = database.process
     assert process is not None and process.poll() is None
     assert database.pid_file.is_file()
+    pids = database.pids()
+    assert len(pids) > (0 if database.engine == "sqlite" else 2)
     database.stop()
     assert process.poll() is not None
+    assert wait_until(lambda: not any(map(pid_running, pids)), 5)
     assert not database.pid_file.exists()
     assert database.process is None
     database.stop()  # stopping twice is harmless
 
 
-def test_context_manager_starts_and_stops(ferretdb_tools: Path, tmp_path: Path) -> None:
-    with LocalDatabase(tmp_path / "db", tools=ferretdb_tools) as database:
+def test_context_manager_starts_and_stops(
+    ferretdb_tools: Path, tmp_path: Path, engine: str
+) -> None:
+    with LocalDatabase(tmp_path / "db", tools=ferretdb_tools, engine=engine) as database:
         process = database.process
         assert process is not None
+        pids = database.pids()
         assert ping(database.uri) == 1.0
     assert process.poll() is not None
+    assert wait_until(lambda: not any(map(pid_running, pids)), 5)
 
 
 def test_data_persists_across_restarts(
@@ -338,6 +357,12 @@ def test_leftover_server_is_replaced(
     # reaps it once it exits.
     reaper = threading.Thread(target=old.wait, daemon=True)
     reaper.start()
+    old_pids = crashed.pids()
+    if crashed.postgres is not None:  # its PostgreSQL is left running too
+        postmaster = crashed.postgres.process
+        assert postmaster is not None
+        threading.Thread(target=postmaster.wait, daemon=True).start()
+    crashed.process = crashed.postgres = None  # forgotten: only the next start can stop them
 
     fresh = databases(data_dir)
     started = time.monotonic()
@@ -349,6 +374,8 @@ def test_leftover_server_is_replaced(
     assert fresh.process is not None and fresh.process.pid != old.pid
     assert fresh.pid_file.read_text() == str(fresh.process.pid)
     assert ping(uri) == 1.0
+    assert wait_until(lambda: not any(map(pid_running, old_pids)), 5)
+    assert not set(old_pids) & set(fresh.pids())
 
 
 @pytest.fixture
@@ -405,189 +432,3 @@ def test_stubborn_leftover_is_killed(
         stubborn.wait()
         assert stubborn.stdout is not None
         stubborn.stdout.close()
-
-
-# -- the database is the owner's alone (issue 9, item 9) ------------------------------------------
-
-
-@pytest.fixture
-def loose_umask() -> Iterator[None]:
-    """The usual umask 022, whatever the test run's: files the server creates are then 0644 unless
-    the server's start-up makes them private itself."""
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
-def test_listens_on_no_tcp_port(databases: Callable[[Path], LocalDatabase], tmp_path: Path) -> None:
-    database = databases(tmp_path / "db")
-    uri = database.start()
-    assert database.process is not None
-    # No TCP listener of any address: the server has no authentication, and anyone on the host
-    # can reach a loopback port.
-    assert listening_addresses(database.process.pid) == set()
-    # Its one way in is the Unix socket of the URI, which a client that knows it uses as is.
-    path = socket_of(uri)
-    assert stat.S_ISSOCK(path.lstat().st_mode)
-    assert ping(uri) == 1.0
-
-
-def test_data_dir_and_files_are_private(
-    databases: Callable[[Path], LocalDatabase], tmp_path: Path, loose_umask: None
-) -> None:
-    data_dir = tmp_path / "db"
-    database = databases(data_dir)
-
-    def write(uri: str, name: str) -> None:
-        with mongo(uri) as client:  # a new database is a new SQLite file (with WAL and shm)
-            client[name].things.insert_many([{"n": i, "pad": "x" * 1000} for i in range(200)])
-            client[name].things.create_index("n")
-
-    def check(uri: str, *databases: str) -> None:
-        assert mode(data_dir) == 0o700
-        below = modes_below(data_dir)
-        assert {"server.log", "server.pid", *(f"{d}.sqlite" for d in databases)} <= set(below)
-        wrong = {k: m for k, m in below.items() if m != (0o700 if k.endswith("/") else 0o600)}
-        assert wrong == {}
-        assert mode(socket_of(uri).parent) == 0o700
-
-    uri = database.start()
-    check(uri)
-    write(uri, "first")
-    check(uri, "first")
-    database.stop()
-
-    # What a run before this rule left: a 0755 folder of 0644 files. The next start closes them.
-    for path in data_dir.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    data_dir.chmod(0o755)
-    uri = database.start()
-    check(uri, "first")
-    write(uri, "second")
-    check(uri, "first", "second")
-
-
-def test_long_data_dir_gets_a_short_private_socket_folder(
-    ferretdb_tools: Path, tmp_path: Path
-) -> None:
-    data_dir = tmp_path / ("d" * 100) / "db"  # data_dir/server.sock overflows a socket address
-    database = LocalDatabase(data_dir, tools=ferretdb_tools)
-    try:
-        uri = database.start()
-        path = socket_of(uri)
-        assert len(os.fsencode(path)) <= devdb.MAX_SOCKET_PATH_BYTES
-        assert path.parent != data_dir
-        assert mode(path.parent) == 0o700 and path.parent.stat().st_uid == os.getuid()
-        assert ping(uri) == 1.0
-        database.stop()
-        assert database.start() == uri  # a restart in place keeps the address
-        assert ping(uri) == 1.0
-    finally:
-        database.stop()
-    folder = path.parent
-    del database  # the private folder goes with the object that made it
-    assert not folder.exists()
-
-
-OTHER_USER_SCRIPT = """
-import socket, sys, urllib.parse
-target, files = sys.argv[1], sys.argv[2:]
-if target.startswith("%2F"):
-    sock, address = socket.socket(socket.AF_UNIX), urllib.parse.unquote(target)
-else:
-    host, _, port = target.rpartition(":")
-    sock, address = socket.socket(), (host, int(port))
-try:
-    sock.connect(address)
-    print("connected")
-except OSError as exc:
-    print("connect refused:", type(exc).__name__)
-for name in files:
-    try:
-        open(name, "rb").close()
-        print("read", name)
-    except OSError as exc:
-        print("read refused:", type(exc).__name__)
-"""
-
-
-NOBODY = 65534
-
-
-def as_nobody(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-
-
-def python_for_nobody() -> str:
-    """A Python interpreter that user nobody may run (ours may live under a private home)."""
-    candidates = [os.path.realpath(sys.executable), "/usr/local/bin/python3", "/usr/bin/python3"]
-    for candidate in candidates:
-        with contextlib.suppress(OSError):
-            if as_nobody([candidate, "-I", "-c", "pass"]).returncode == 0:
-                return candidate
-    pytest.skip("no Python interpreter that user nobody may run")
-
-
-def test_another_local_user_can_neither_connect_nor_read(
-    databases: Callable[[Path], LocalDatabase], tmp_path: Path, loose_umask: None
-) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("acting as another user needs root; the mode tests above hold the same rule")
-    tmp_path.chmod(0o755)  # the way to the data dir is open, as the project folder's is
-    data_dir = tmp_path / "db"
-    database = databases(data_dir)
-    uri = database.start()
-    with mongo(uri) as client:
-        client.victim.users.insert_one({"_id": "alice", "hash": "scrypt:..."})
-    files = [str(p) for p in data_dir.rglob("*") if p.is_file()]
-    target = uri.removeprefix("mongodb://").rstrip("/")
-    result = as_nobody([python_for_nobody(), "-I", "-c", OTHER_USER_SCRIPT, target, *files])
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == "connect refused: PermissionError", result.stdout
-    assert lines[1:] == ["read refused: PermissionError"] * len(files), result.stdout
-
-
-PARENT_SCRIPT = """
-import sys, time
-from pathlib import Path
-from cryptofiles.dev.database import LocalDatabase
-
-database = LocalDatabase(Path(sys.argv[1]), tools=Path(sys.argv[2]))
-database.start()
-print(database.process.pid, flush=True)
-time.sleep(60)
-"""
-
-
-def test_server_dies_with_its_parent(ferretdb_tools: Path, tmp_path: Path) -> None:
-    data_dir = tmp_path / "db"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT_SCRIPT, str(data_dir), str(ferretdb_tools)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    server_pid = 0
-    try:
-        assert parent.stdout is not None
-        line = parent.stdout.readline()
-        assert line.strip().isdigit(), f"the parent script did not start the server: {line!r}"
-        server_pid = int((data_dir / "server.pid").read_text())
-        assert server_pid == int(line)
-        assert pid_running(server_pid)
-
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(5)
-        assert wait_until(lambda: not pid_running(server_pid), 5), "FerretDB outlived its parent"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        assert parent.stdout is not None
-        parent.stdout.close()
-        if server_pid and pid_running(server_pid):
-            os.kill(server_pid, signal.SIGKILL)

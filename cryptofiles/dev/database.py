@@ -1,9 +1,13 @@
 """The local database for development and tests: a real MongoDB-wire server on a private Unix socket.
 
 Used only when ``MONGODB_URI`` is not set. In order of preference: ``mongod`` on PATH, else FerretDB
-1.24 on its embedded SQLite backend, built from source with Go by
-``python -m cryptofiles.dev.database ensure`` (which ``make`` runs) into the git-ignored ``tools/``
-folder. Never an in-process fake: a test that passes against a fake proves nothing about MongoDB.
+1.24 on PostgreSQL (a private cluster in ``<data>/pg``, see ``postgres.py``; the indexes it needs,
+``pgindexes.py``), else - only where PostgreSQL's server cannot be had - FerretDB on its embedded
+SQLite, which reads the whole collection for every query (a WARNING says so at start). FerretDB is
+built from source with Go by ``python -m cryptofiles.dev.database ensure`` (which ``make`` runs)
+into the git-ignored ``tools/`` folder, which also installs PostgreSQL when it may. Never an
+in-process fake: a test that passes against a fake proves nothing about MongoDB. Nothing outside
+this package knows which engine runs: the app gets a ``mongodb://`` URI.
 
 Why FerretDB is built from its module source and not with a bare ``go install ...@v1.24.2``: such a
 binary panics at start-up ("Invalid build/version/version.txt file content"), because FerretDB 1.x
@@ -14,19 +18,19 @@ The server is the owner's alone: it runs with umask 077 (data folder 0700, every
 older run left is chmodded at start) and listens on a Unix socket in that 0700 folder, never on a TCP
 port. The server has no authentication, so a loopback port let any local user read or rewrite every
 record (a replaced password hash was a login as its owner); the folder's mode is now the access check.
-Root and processes of the same OS user can still read everything.
+Root and processes of the same OS user can still read everything. When we are root, PostgreSQL runs
+as the ``postgres`` user, which may then read its cluster too (see ``postgres.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from cryptofiles.dev import postgres
+from cryptofiles.dev.daemons import (
+    PRIVATE_UMASK,
+    DatabaseStartError,
+    NoDatabaseServer,
+    die_with_parent,
+    make_private,
+    private_file,
+    read_pid,
+    stop_leftover,
+)
+
+__all__ = [
+    "DatabaseStartError", "LocalDatabase", "NoDatabaseServer", "die_with_parent", "ensure_server",
+    "find_server", "free_port", "make_private", "socket_uri",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
 START_TIMEOUT_SECONDS = 30
@@ -44,7 +67,13 @@ STOP_TIMEOUT_SECONDS = 10
 SOCKET_NAME = "server.sock"  # pymongo takes a host ending in .sock for a Unix socket path
 # sun_path holds 108 bytes with the closing NUL; a longer path cannot be bound or connected to.
 MAX_SOCKET_PATH_BYTES = 107
-PRIVATE_UMASK = 0o077  # what the server creates: folders 0700, files 0600
+
+SQLITE_WARNING = (
+    "FerretDB runs on SQLite, which reads the whole collection for every query: each request "
+    "slows down as the store grows (a 200 KiB download took 15 s with 1 GiB stored). Fine for a "
+    'quick try; install PostgreSQL\'s server for anything more (README, "The local database").'
+)
+ENGINES = ("auto", "postgresql", "sqlite")  # auto: PostgreSQL when it can be had
 
 NO_SERVER_MESSAGE = (
     "No MongoDB server is available. Any one of these fixes it:\n"
@@ -53,14 +82,6 @@ NO_SERVER_MESSAGE = (
     "  3. install Go (https://go.dev/doc/install) and run `make setup`: it builds FerretDB "
     f"{FERRETDB_VERSION[1:]} into tools/."
 )
-
-
-class NoDatabaseServer(RuntimeError):
-    """Neither a URI, nor ``mongod``, nor FerretDB (nor Go to build it) is available."""
-
-
-class DatabaseStartError(RuntimeError):
-    """The local server did not start; the message carries the end of its log."""
 
 
 def tools_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -134,6 +155,18 @@ def ensure_server(environ: Mapping[str, str] | None = None, *, out: IO[str] = sy
         print("mongod found on PATH: the project will start its own.", file=out)
     else:
         build_ferretdb(tools_dir(environ), path=path, out=out)
+        ensure_postgres(path, out)
+
+
+def ensure_postgres(path: str, out: IO[str]) -> None:
+    """PostgreSQL's server for FerretDB: found, or installed when we may, or how to get it."""
+    found = postgres.find_postgres(path)
+    if found is None and postgres.install_postgres(out):
+        found = postgres.find_postgres(path)
+    if found is None:
+        print(f"WARNING: {postgres.INSTALL_HINT}\n{SQLITE_WARNING}", file=out)
+    else:
+        print(f"FerretDB will run on PostgreSQL ({found}).", file=out)
 
 
 def free_port() -> int:
@@ -142,69 +175,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def die_with_parent() -> None:
-    # Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL, so a
-    # crashed `make run` or test run never leaves a database behind.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _signal_and_wait(pid: int, sig: int, seconds: float) -> bool:
-    """Send ``sig``; True if the process is still running ``seconds`` later."""
-    try:
-        os.kill(pid, sig)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
-            if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-                return False  # a zombie: dead, only waiting for its parent to collect it
-            time.sleep(0.1)
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return True
-
-
 def socket_uri(path: Path) -> str:
     """The MongoDB URI of a Unix socket: its path percent-encoded as the host."""
     return f"mongodb://{urllib.parse.quote(str(path), safe='')}/"
 
 
-def make_private(folder: Path) -> None:
-    """``folder`` and every folder below it 0700, every file 0600: what a run before this rule (or
-    with a looser umask) left behind is closed too. Links are not followed."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = Path(root, name)
-            mode = path.lstat().st_mode
-            if stat.S_ISDIR(mode):
-                path.chmod(0o700)
-            elif stat.S_ISREG(mode):
-                path.chmod(0o600)
-
-
-def _private_file(path: Path, flags: int) -> int:
-    """An fd on ``path`` opened with ``flags``, created 0600 whatever our umask, and 0600 if older."""
-    fd = os.open(path, flags | os.O_CREAT, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
+def _short_socket_folder(owner: Any, preferred: Path) -> Path:
+    """``preferred`` when a socket in it fits in a socket address, else a fresh private temporary
+    folder (0700, unpredictable: ``tempfile.mkdtemp``, so no other user can have prepared it),
+    removed when ``owner`` is collected or at exit."""
+    if len(os.fsencode(preferred / SOCKET_NAME)) <= MAX_SOCKET_PATH_BYTES:
+        return preferred
+    folder = Path(tempfile.mkdtemp(prefix="cryptofiles-db-"))
+    weakref.finalize(owner, shutil.rmtree, folder, True)
+    return folder
 
 
 class LocalDatabase:
     """A database server process on a Unix socket, with its data in ``data_dir``.
 
     The socket is ``data_dir/server.sock`` when that path fits in a socket address, else a socket in
-    a private temporary folder (0700, made by ``tempfile.mkdtemp``) that this object keeps for its
-    whole life, so that a restart keeps the URI, and removes when it is collected or at exit.
+    a private temporary folder that this object keeps for its whole life, so that a restart keeps
+    the URI. FerretDB on PostgreSQL is two processes: ``process`` (FerretDB, what clients talk to)
+    and ``postgres`` (the cluster); both start and stop together. ``engine`` picks FerretDB's
+    backend ("auto": PostgreSQL when it can be had); ``postgres_settings`` add PostgreSQL settings.
     """
 
-    def __init__(self, data_dir: Path, *, tools: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, tools: Path | None = None, engine: str = "auto",
+        postgres_settings: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.data_dir = data_dir.resolve()
         self.tools = tools
+        self.engine = engine
         self.process: subprocess.Popen[bytes] | None = None
+        self.postgres: postgres.PostgresCluster | None = None
         self.uri = ""
         self._socket_path: Path | None = None
+        self._postgres_settings = dict(postgres_settings or {})
 
     @property
     def pid_file(self) -> Path:
@@ -217,14 +227,7 @@ class LocalDatabase:
     @property
     def socket_path(self) -> Path:
         if self._socket_path is None:
-            path = self.data_dir / SOCKET_NAME
-            if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-                # Deep temp folders of test runs overflow sun_path. mkdtemp's folder is 0700 and
-                # unpredictable, so no other user can have prepared it.
-                folder = Path(tempfile.mkdtemp(prefix="cryptofiles-db-"))
-                weakref.finalize(self, shutil.rmtree, folder, True)
-                path = folder / SOCKET_NAME
-            self._socket_path = path
+            self._socket_path = _short_socket_folder(self, self.data_dir) / SOCKET_NAME
         return self._socket_path
 
     def start(self) -> str:
@@ -234,6 +237,8 @@ class LocalDatabase:
         self._stop_leftover()
         # A server killed with -9 leaves its socket file; binding over it would fail.
         self.socket_path.unlink(missing_ok=True)
+        if kind == "ferretdb":
+            self._start_postgres()
         self.process = self._spawn(kind, binary)
         if self._wait_ready():
             self.uri = socket_uri(self.socket_path)
@@ -241,6 +246,27 @@ class LocalDatabase:
         self.stop()
         tail = self.log_file.read_text(errors="replace")[-2000:]
         raise DatabaseStartError(f"{kind} did not start; end of {self.log_file}:\n{tail}")
+
+    def _start_postgres(self) -> None:
+        """The cluster behind FerretDB, unless PostgreSQL cannot be had (then FerretDB's SQLite)."""
+        bin_dir = None if self.engine == "sqlite" else postgres.find_postgres()
+        if bin_dir is None:
+            if self.engine == "postgresql":
+                raise NoDatabaseServer(postgres.INSTALL_HINT)
+            missing = "" if self.engine == "sqlite" else f" {postgres.INSTALL_HINT}"
+            log.warning("%s%s", SQLITE_WARNING, missing)
+            self.postgres = None
+            return
+        if any(self.data_dir.glob("*.sqlite")):
+            log.warning("%s holds data of FerretDB on SQLite from an older run; it is kept but not "
+                        "used (FerretDB now runs on PostgreSQL, in %s/pg)", self.data_dir,
+                        self.data_dir)  # fmt: skip
+        if self.postgres is None:
+            self.postgres = postgres.PostgresCluster(
+                self.data_dir / "pg", bin_dir, self.log_file.with_name("postgres.log"),
+                self._postgres_settings,
+            )  # fmt: skip
+        self.postgres.start()
 
     def _spawn(self, kind: str, binary: Path) -> subprocess.Popen[bytes]:
         socket_path = str(self.socket_path)
@@ -252,10 +278,13 @@ class LocalDatabase:
                     "--unixSocketPrefix", str(self.socket_path.parent),
                     "--filePermissions", "0700", "--quiet"]  # fmt: skip
         else:
+            if self.postgres is not None:
+                backend = ["--handler=postgresql", f"--postgresql-url={self.postgres.url}"]
+            else:
+                backend = ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"]
             args = [
                 str(binary),
-                "--handler=sqlite",
-                f"--sqlite-url=file:{self.data_dir}/",
+                *backend,
                 f"--state-dir={self.data_dir}",
                 "--listen-addr=",  # no TCP listener at all
                 f"--listen-unix={socket_path}",
@@ -263,15 +292,15 @@ class LocalDatabase:
                 "--telemetry=disable",
                 "--log-level=warn",
             ]
-        log = _private_file(self.log_file, os.O_WRONLY | os.O_APPEND)
+        log_fd = private_file(self.log_file, os.O_WRONLY | os.O_APPEND)
         try:
             process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args, stdout=log_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=die_with_parent, umask=PRIVATE_UMASK,
             )  # fmt: skip
         finally:
-            os.close(log)
-        with os.fdopen(_private_file(self.pid_file, os.O_WRONLY | os.O_TRUNC), "w") as pid:
+            os.close(log_fd)
+        with os.fdopen(private_file(self.pid_file, os.O_WRONLY | os.O_TRUNC), "w") as pid:
             pid.write(str(process.pid))
         return process
 
@@ -291,7 +320,13 @@ class LocalDatabase:
             time.sleep(0.1)
         return False
 
+    def pids(self) -> list[int]:
+        """Every process of the database: FerretDB (or mongod), then PostgreSQL's, if any."""
+        own = [self.process.pid] if self.process is not None and self.process.poll() is None else []
+        return own + (self.postgres.pids() if self.postgres is not None else [])
+
     def stop(self) -> None:
+        """FerretDB first (it is PostgreSQL's only client), then PostgreSQL."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.terminate()
@@ -301,24 +336,17 @@ class LocalDatabase:
                 process.kill()
                 process.wait()
         self.pid_file.unlink(missing_ok=True)
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def _stop_leftover(self) -> None:
-        """A server left by a run that died (pid file present): stop it, then start afresh."""
-        try:
-            pid = int(self.pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if str(self.data_dir).encode() in cmdline:
-            # SIGTERM first, so it can flush; SIGKILL when it will not go. Two servers on one data
-            # directory would corrupt it, so one that survives even SIGKILL stops us.
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if not _signal_and_wait(pid, sig, STOP_TIMEOUT_SECONDS):
-                    break
-            else:
-                raise DatabaseStartError(
-                    f"a leftover server (pid {pid}) on {self.data_dir} won't stop"
-                )
+        """A server left by a run that died (pid file present): stop it, then start afresh.
+        SIGTERM first, so it can flush; SIGKILL when it will not go. (PostgreSQL's leftover is
+        handled by ``PostgresCluster``, from its own pid file.)"""
+        pid = read_pid(self.pid_file)
+        if pid is not None:
+            sigs = (signal.SIGTERM, signal.SIGKILL)
+            stop_leftover(pid, str(self.data_dir), sigs, STOP_TIMEOUT_SECONDS)
         self.pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalDatabase:

@@ -40,6 +40,9 @@ class CorruptFile(StorageError):
     """A stored file's chunks are missing or of the wrong size."""
 
 
+DISK_FULL_SIGNS = ("disk is full", "SQLSTATE 53100", "No space left on device")
+
+
 @contextlib.contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Turn pymongo failures into our own errors; callers catch DuplicateKeyError themselves."""
@@ -51,7 +54,10 @@ def _mapped_errors() -> Iterator[None]:
         # Network errors and timeouts: the database is away; a retry later may succeed.
         raise DatabaseUnavailable(type(exc).__name__) from exc
     except OperationFailure as exc:
-        if exc.code == OUT_OF_DISK_SPACE or "disk is full" in str(exc):  # MongoDB; FerretDB/SQLite
+        # MongoDB's code; what FerretDB passes through from its backend: the SQLite error, the
+        # SQL standard's disk_full state (53100), the OS's ENOSPC text.
+        text = str(exc)
+        if exc.code == OUT_OF_DISK_SPACE or any(sign in text for sign in DISK_FULL_SIGNS):
             raise StorageFull(type(exc).__name__) from exc
         raise StorageError(type(exc).__name__) from exc
     except PyMongoError as exc:

@@ -1,6 +1,6 @@
 """The disk under the database fills up.
 
-The database's data dir lives on a 64 MiB tmpfs mounted for this module (root only; skipped with the
+The database's data dir lives on a 128 MiB tmpfs mounted for this module (root only; skipped with the
 reason otherwise); its log goes elsewhere, so that only the data competes for space. A filler file
 leaves a few MiB free; uploads go on until one fails. Then the filler is deleted and uploads must
 work again, on the same server, with nothing partial left behind. The tmpfs is always unmounted.
@@ -32,7 +32,7 @@ from tests.support.server import launcher_env, settings_of
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-TMPFS_SIZE = "64m"
+TMPFS_SIZE = "128m"  # room for an empty PostgreSQL cluster and its WAL reserve (~45 MB)
 LEFT_FREE = 6 * MiB
 UPLOAD = 4 * MiB
 MAX_ATTEMPTS = 8  # 8 x 4 MiB can never fit in 6 MiB
@@ -101,7 +101,7 @@ def _run(database: PinnedDatabase, server: Launcher, env: dict[str, str], mnt: P
     filler = mnt / "filler"
     with open(filler, "wb") as out:
         block = b"\0" * MiB
-        for _ in range(64):  # bounded: the tmpfs is 64 MiB
+        for _ in range(128):  # bounded: the tmpfs is 128 MiB
             room = free_bytes(mnt) - LEFT_FREE
             if room <= 0:
                 break

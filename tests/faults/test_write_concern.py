@@ -1,9 +1,10 @@
 """Write concern: only what can be observed here.
 
 FerretDB (the database of these tests) accepts any write concern and ignores it: a write is
-acknowledged once its SQLite transaction commits. What an acknowledged write survives is checked by
-test_database_crash (files acknowledged before a kill -9 are intact after the restart). What is left
-to check is that the app asks for acknowledged writes at all.
+acknowledged once its backend's transaction commits (PostgreSQL's, or SQLite's in the fallback).
+What an acknowledged write survives is checked by test_database_crash (files acknowledged before a
+kill -9 are intact after the restart). What is left to check is that the app asks for acknowledged
+writes at all.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """A local database that the fault tests kill, pause and restart in place, and what it stores.
 
+"The database" is every process of it: with FerretDB on PostgreSQL, FerretDB (what the app talks
+to) and the PostgreSQL cluster behind it (postmaster and backends). A fault hits them all at once,
+as a crash or a frozen machine would: kill -9 kills every one (PostgreSQL then runs its crash
+recovery at the restart), pause stops every one, resume and restart bring all back.
+
 Everything talks to the database's private Unix socket only, and every wait is bounded in time.
 """
 
@@ -56,26 +61,43 @@ class PinnedDatabase(LocalDatabase):
         return self.process.pid
 
     def kill(self) -> None:
-        """kill -9, and collect the corpse."""
+        """kill -9 every process of the database, and collect the corpses."""
         assert self.process is not None
         self.process.kill()
+        if self.postgres is not None:
+            self.postgres.kill()  # its postmaster and every backend, waited for
         self.process.wait(10)
         self.process = None
         self.pid_file.unlink(missing_ok=True)
 
     def pause(self) -> None:
-        """SIGSTOP, and return once every thread of the server is stopped: kill() returns when the
-        signal is sent, and a thread running on another CPU can still answer a moment after."""
-        os.kill(self.pid, signal.SIGSTOP)
-        wait_until(lambda: thread_states(self.pid) == {"T"}, 10, "the database to stop", 0.01)
+        """SIGSTOP every process, and return once every thread of each is stopped: kill() returns
+        when the signal is sent, and a thread running on another CPU can still answer a moment
+        after. PostgreSQL's postmaster first, so that it starts no new backend meanwhile."""
+        self.pid  # noqa: B018 - asserts that the database runs
+        paused = []
+        for _ in range(2):  # once more for any backend forked just before the postmaster stopped
+            for pid in [p for p in self.pids() if p not in paused]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    paused.append(pid)
+        wait_until(
+            lambda: all(thread_states(p) <= {"T"} for p in paused), 10, "the database to stop", 0.01
+        )
+
+    def pids(self) -> list[int]:
+        """PostgreSQL's postmaster, then its children, then FerretDB (the order pause needs)."""
+        behind = self.postgres.pids() if self.postgres is not None else []
+        running = self.process is not None and self.process.poll() is None
+        return behind + ([self.pid] if running else [])
 
     def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGCONT)  # a paused server cannot stop
+        self.resume()  # a paused server cannot stop
         super().stop()
 
     def log_tail(self) -> str:
