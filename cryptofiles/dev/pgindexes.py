@@ -25,6 +25,7 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "files": ("_id", "owner", "status"),
     "ciphertext.files": ("_id",),
     "ciphertext.chunks": ("_id", "files_id", "n"),
+    "usage": ("_id", "owner", "retired"),
 }
 ALL_FIELDS = tuple(sorted({f for fields in INDEXED_FIELDS.values() for f in fields}))
 

@@ -1,8 +1,8 @@
 """The ``usage`` collection: each user's running total of stored plaintext bytes (the quota's count).
 
 Why not one document per user updated with ``$inc``: FerretDB 1.24 applies every update as read,
-modify, write back, on both of its backends, so concurrent ``$inc`` lose updates (measured on its
-PostgreSQL backend: 200 increments by 20 threads ended at 22; on SQLite 16). What it does enforce
+modify, write back, on both of its backends, so concurrent ``$inc`` lose updates (measured: 200
+increments by 20 threads ended at 22 on one backend and 16 on the other). What it does enforce
 is a unique ``_id``: one insert of a given ``_id`` wins, every other fails. So a total is a chain of
 versions, each a new document: ``_id`` = ``"<owner>/<v>"``, ``owner``, ``v``, ``bytes`` (the total
 after change ``v``), ``at`` (when it was written). A change reads the head (the highest ``v``) and
