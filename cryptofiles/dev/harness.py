@@ -56,6 +56,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, parents before their children."""
     found = children(pid)
@@ -149,7 +158,9 @@ class Launcher:
         return str(found[-1]) if found else None
 
     def gunicorn_master(self) -> int:
-        masters = [pid for pid in children(self.process.pid) if pid != self.db_pid]
+        # Told apart by command line: the launcher's other children are the database's processes
+        # (FerretDB, and a PostgreSQL postmaster when it runs one), however many there are.
+        masters = [pid for pid in children(self.process.pid) if "gunicorn" in _cmdline(pid)]
         if len(masters) != 1:
             raise LauncherError(f"expected one gunicorn master under the launcher, got {masters}")
         return masters[0]
@@ -164,7 +175,10 @@ class Launcher:
         return [master, *descendants(master)]
 
     def db_pids(self) -> list[int]:
-        return [self.db_pid] if self.db_pid and Path(f"/proc/{self.db_pid}").exists() else []
+        """Every process of the launcher's database (FerretDB, PostgreSQL and its backends)."""
+        below = descendants(self.process.pid)
+        served = set(self.server_pids()) if any("gunicorn" in _cmdline(p) for p in below) else set()
+        return [pid for pid in below if pid not in served and Path(f"/proc/{pid}").exists()]
 
     def stop(self, seconds: float = STOP_SECONDS) -> None:
         """SIGTERM, as Ctrl-C on ``make run`` does: the launcher stops gunicorn, then its database.
