@@ -189,3 +189,19 @@ def test_stopping_the_launcher_stops_its_database(tmp_path: Path) -> None:
         assert response.status == 200 and data == b"Login is OK, your name: restart"
     finally:
         again.stop()
+
+
+def test_the_harness_tells_the_server_from_its_database(server: Server) -> None:
+    """The bench and the fault tests sample "the server" and "the database" separately; the launcher
+    runs gunicorn beside every process of the database (FerretDB, and PostgreSQL's postmaster)."""
+
+    def cmdline(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+    master = server.gunicorn_master()
+    assert "gunicorn" in cmdline(master)
+    serving = set(server.server_pids())
+    database = server.db_pids()
+    assert database and not serving & set(database)
+    assert server.db_pid in database
+    assert all("gunicorn" not in cmdline(pid) for pid in database)
