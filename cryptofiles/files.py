@@ -139,13 +139,15 @@ class FileService:
         record = FileRecord(file_id, owner, name, content_type, wrapped_key, kek_id, now)
         self.storage.files.insert_pending(record, now)
         stored_size = 0
+        header = b""
         try:
             with self.storage.chunks.writer(file_id, self.clock) as write_chunk:
                 plaintext = counter.count(itertools.chain([first], blocks))
                 for segment in crypto.encrypt_stream(key, self._heartbeat(file_id, plaintext)):
+                    header = header or bytes(segment[: crypto.HEADER_SIZE])
                     write_chunk(segment)
                     stored_size += len(segment)
-            counts = self.storage.files.complete(file_id, counter.total, stored_size)
+            counts = self.storage.files.complete(file_id, counter.total, stored_size, header)
             self._check_owner(owner)
             if counts:
                 # After the owner check, so an upload undone by it never counted. Parallel uploads
@@ -255,6 +257,7 @@ class FileService:
             byte_range.start,
             byte_range.stop,
             ciphertext_size=record.stored_size,
+            header=record.header,
         )
 
     def list(

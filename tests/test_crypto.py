@@ -427,6 +427,46 @@ def test_decrypt_range_reads_only_what_it_needs(
     assert reads == ([(0, last)] if first == 0 else [(0, 0), (first, last)])
 
 
+@pytest.mark.parametrize(("start", "end"), RANGES)
+def test_decrypt_range_with_the_header_known_reads_no_header_piece(
+    sample: tuple[bytes, bytes, bytes], start: int, end: int
+) -> None:
+    key, plaintext, ciphertext = sample
+    pieces = stored_pieces(ciphertext)
+    reads: list[tuple[int, int]] = []
+
+    def read_pieces(first: int, last: int) -> Iterator[bytes]:
+        reads.append((first, last))
+        return iter(pieces[first : last + 1])
+
+    header = ciphertext[:HEADER_SIZE]
+    stream = crypto.decrypt_range(
+        key, read_pieces, start, end + 1, ciphertext_size=len(ciphertext), header=header
+    )
+    assert b"".join(stream) == plaintext[start : end + 1]
+    assert reads == [crypto.plaintext_segment_range(start, end)]
+
+
+def test_decrypt_range_with_a_wrong_header_fails(sample: tuple[bytes, bytes, bytes]) -> None:
+    key, _, ciphertext = sample
+    pieces = stored_pieces(ciphertext)
+    wrong = bytearray(ciphertext[:HEADER_SIZE])
+    wrong[5] ^= 1  # a salt byte: another key for every segment
+
+    def read_pieces(first: int, last: int) -> Iterator[bytes]:
+        return iter(pieces[first : last + 1])
+
+    size = len(ciphertext)
+    with pytest.raises(DecryptionError):
+        b"".join(
+            crypto.decrypt_range(
+                key, read_pieces, FIRST, FIRST + 1, ciphertext_size=size, header=bytes(wrong)
+            )
+        )
+    with pytest.raises(ValueError):
+        crypto.decrypt_range(key, read_pieces, FIRST, FIRST + 1, ciphertext_size=size, header=b"x")
+
+
 def test_decrypt_range_rejects_a_wrong_key_or_length(sample: tuple[bytes, bytes, bytes]) -> None:
     key, _, ciphertext = sample
     pieces = stored_pieces(ciphertext)

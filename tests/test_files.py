@@ -388,9 +388,11 @@ def test_record_holds_the_key_only_wrapped(world: World) -> None:
     record = world.db.files.find_one({"_id": world.file_id})
     assert set(record) == {
         "_id", "owner", "name", "content_type", "size", "stored_size",
-        "wrapped_key", "kek_id", "status", "created_at",
+        "wrapped_key", "kek_id", "status", "created_at", "header",
     }  # fmt: skip
     assert len(record["wrapped_key"]) == 12 + 32 + 16
+    # The ciphertext's public header (salt and nonce prefix), as at the start of chunk 0.
+    assert bytes(record["header"]) == world.stored[: crypto.HEADER_SIZE]
     settings = services_of(world.app).settings
     assert record["kek_id"] == settings.master_keys.active_id == "test1"
     assert record["size"] == SHARED_PLAIN_SIZE

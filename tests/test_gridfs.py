@@ -304,8 +304,8 @@ def test_file_id_queries_use_eq_and_the_entry_is_deleted_before_the_chunks(
 def test_a_range_reads_only_its_chunks_each_by_equality(
     client: FlaskClient, headers: dict[str, str], stored: dict[int, str], monkeypatch: Any
 ) -> None:
-    """Random access costs the range: one equality query per chunk it touches (plus chunk 0 for
-    the header when decrypting), never a range or sort on ``n``."""
+    """Random access costs the range: one equality query per chunk it touches, never a range or
+    sort on ``n``; decrypting takes the header from the file's record, not from chunk 0."""
     file_id = stored[THREE_CHUNKS]
     whole = served(client, headers, file_id)
     spy = Spy(monkeypatch)
@@ -314,12 +314,9 @@ def test_a_range_reads_only_its_chunks_each_by_equality(
     assert part == whole[start : start + 1024]
     assert spy.on("ciphertext.chunks") == [{"files_id": {"$eq": file_id}, "n": {"$eq": 2}}]
     spy.calls.clear()
-    # Plaintext near the end: chunk 0 for the header, then the chunk holding the range.
+    # Plaintext near the end: only the chunk holding the range (the record has the header).
     served(client, headers, file_id, "/plaintext", Range="bytes=-1024")
-    assert spy.on("ciphertext.chunks") == [
-        {"files_id": {"$eq": file_id}, "n": {"$eq": 0}},
-        {"files_id": {"$eq": file_id}, "n": {"$eq": 2}},
-    ]
+    assert spy.on("ciphertext.chunks") == [{"files_id": {"$eq": file_id}, "n": {"$eq": 2}}]
 
 
 def test_a_range_read_chunk_by_chunk_fetches_only_a_few_chunks_ahead(

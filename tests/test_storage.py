@@ -26,6 +26,7 @@ from cryptofiles.clock import utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import (
     STALE_UPLOAD,
+    ByteRange,
     FileService,
     NoSuchFile,
     OwnerGone,
@@ -306,8 +307,8 @@ def test_account_deleted_during_an_upload_leaves_nothing(
 
     complete_file = storage.files.complete
 
-    def complete_then_delete(file_id: str, size: int, stored_size: int) -> None:
-        complete_file(file_id, size, stored_size)
+    def complete_then_delete(file_id: str, size: int, stored_size: int, header: bytes) -> None:
+        complete_file(file_id, size, stored_size, header)
         leaver.delete_account()  # between the compare-and-set and the owner check
 
     if when == "right-after-completion":
@@ -338,10 +339,10 @@ def test_deletion_begun_before_completion_and_finished_after_leaves_nothing(
     complete_file = storage.files.complete
     seen: dict[str, Any] = {}
 
-    def shred_before_completing(file_id: str, size: int, stored_size: int) -> None:
+    def shred_before_completing(file_id: str, size: int, stored_size: int, header: bytes) -> None:
         storage.users.mark_deleting(leaver.public_id)
         storage.files.shred(file_id, utcnow())  # the first step of removing this record
-        complete_file(file_id, size, stored_size)
+        complete_file(file_id, size, stored_size, header)
         seen["status"] = db.files.find_one({"_id": file_id})["status"]
         seen["listed"] = storage.files.list_files(leaver.public_id, limit=10, after=None)
         with pytest.raises(NoSuchFile):
@@ -614,3 +615,36 @@ def test_upload_swept_meanwhile_does_not_report_success(
     if isinstance(outcome, FileRecord):
         assert files.get(outcome.id).stored_size == outcome.stored_size  # then it must exist
     no_orphans(db)
+
+
+def test_the_record_keeps_the_header_so_a_plaintext_range_reads_no_chunk_0(
+    files: FileService, storage: Storage, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On FerretDB/PostgreSQL, reading chunk 0 of a large file by {files_id, n: 0} can make the
+    engine read every chunk of the file; a range away from the start needs only its own chunks."""
+    data = os.urandom(3 * MiB + 123)
+    stored = files.upload(OWNER, iter([data]))
+    chunk0 = db["ciphertext.chunks"].find_one({"files_id": stored.id, "n": 0})["data"]
+    record = files.get(stored.id, owner=OWNER)
+    assert record.header == bytes(chunk0[: crypto.HEADER_SIZE])
+
+    read = storage.chunks.read
+    asked: list[tuple[int, int]] = []
+
+    def spy(file_id: str, length: int, first: int, last: int) -> Iterator[bytes]:
+        asked.append((first, last))
+        return read(file_id, length, first, last)
+
+    monkeypatch.setattr(storage.chunks, "read", spy)
+    start = 2 * MiB + 7
+    span = ByteRange(start, start + 1000)
+    assert b"".join(files.plaintext(record, span)) == data[start : start + 1000]
+    assert asked and all(first > 0 for first, _ in asked)
+
+    # A file stored before the header was kept still decrypts: chunk 0 is read for it.
+    db.files.update_one({"_id": stored.id}, {"$unset": {"header": ""}})
+    older = files.get(stored.id, owner=OWNER)
+    assert older.header is None
+    asked.clear()
+    assert b"".join(files.plaintext(older, span)) == data[start : start + 1000]
+    assert (0, 0) in asked

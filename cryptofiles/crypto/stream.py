@@ -310,22 +310,34 @@ chunk i).
 
 
 def decrypt_range(
-    key: bytes, read_pieces: ReadPieces, start: int, stop: int, *, ciphertext_size: int
+    key: bytes,
+    read_pieces: ReadPieces,
+    start: int,
+    stop: int,
+    *,
+    ciphertext_size: int,
+    header: bytes | None = None,
 ) -> Iterator[bytes]:
     """Plaintext bytes ``start`` up to ``stop`` (exclusive) of a stored file, read piecewise.
 
     Reads only the pieces the range touches, plus piece 0 for the header when the range starts
     later (as age's ``DecryptReaderAt`` does), so the caller only fetches what it is asked for
     and never needs to know the layout. ``ciphertext_size`` (the stored length) says which
-    segment is the last one; see ``decrypt_segments`` for why trusting it is safe. Nothing is
-    read before the first item is asked for; an empty range reads nothing.
+    segment is the last one; see ``decrypt_segments`` for why trusting it is safe. ``header``, the
+    file's header kept elsewhere, saves reading piece 0 for a range that starts later (a header
+    that is not the file's fails authentication like any damaged piece). Nothing is read before
+    the first item is asked for; an empty range reads nothing.
     """
     key = check_key(key)
     if stop <= start:
         return iter(())
     first, last = plaintext_segment_range(start, stop - 1)
     skip = start - plaintext_offset_of_segment(first)
-    return _decrypt_range(key, read_pieces, (first, last), skip, stop - start, ciphertext_size)
+    if header is not None and len(header) != HEADER_SIZE:
+        raise ValueError(f"a header is {HEADER_SIZE} bytes")
+    return _decrypt_range(
+        key, read_pieces, (first, last), skip, stop - start, ciphertext_size, header
+    )
 
 
 def _decrypt_range(
@@ -335,6 +347,7 @@ def _decrypt_range(
     skip: int,
     remaining: int,
     ciphertext_size: int,
+    known_header: bytes | None,
 ) -> Iterator[bytes]:
     first, last = span
     segments: Iterator[Buffer]
@@ -343,6 +356,9 @@ def _decrypt_range(
         piece0 = next(pieces)
         header = bytes(piece0[:HEADER_SIZE])
         segments = itertools.chain([piece0[HEADER_SIZE:]], pieces)
+    elif known_header is not None:
+        header = known_header
+        segments = iter(read_pieces(first, last))
     else:
         header = bytes(next(iter(read_pieces(0, 0)))[:HEADER_SIZE])
         segments = iter(read_pieces(first, last))

@@ -41,6 +41,10 @@ class FileRecord:
     created_at: datetime
     size: int = 0
     stored_size: int = 0
+    # The ciphertext's header (also the start of chunk 0), kept so that a plaintext range need
+    # not read chunk 0: on FerretDB/PostgreSQL that read cost the whole file. None for files
+    # stored before it was kept.
+    header: bytes | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> FileRecord:
@@ -54,6 +58,7 @@ class FileRecord:
             created_at=doc["created_at"],
             size=doc.get("size", 0),
             stored_size=doc.get("stored_size", 0),
+            header=bytes(doc["header"]) if doc.get("header") is not None else None,
         )
 
 
@@ -80,6 +85,7 @@ class FileRecords:
         doc = dataclasses.asdict(record)
         doc["_id"] = doc.pop("id")
         doc["wrapped_key"] = Binary(record.wrapped_key)
+        doc.pop("header")  # known once the first segment is written: set at completion
         doc.update(status="pending", heartbeat_at=now)
         with _mapped_errors():
             self.collection.insert_one(doc)
@@ -89,7 +95,7 @@ class FileRecords:
         with _mapped_errors():
             self.collection.update_one({"_id": file_id}, {"$set": {"heartbeat_at": now}})
 
-    def complete(self, file_id: str, size: int, stored_size: int) -> bool:
+    def complete(self, file_id: str, size: int, stored_size: int, header: bytes) -> bool:
         """Mark an upload's record complete; whether it is servable now (it counts in the quota).
 
         One round trip: the update answers the record as it left it.
@@ -101,7 +107,8 @@ class FileRecords:
             # served (see _servable), and the upload's owner check then removes it.
             doc = self.collection.find_one_and_update(
                 {"_id": file_id},
-                {"$set": {"status": "complete", "size": size, "stored_size": stored_size},
+                {"$set": {"status": "complete", "size": size, "stored_size": stored_size,
+                          "header": Binary(header)},
                  "$unset": {"heartbeat_at": ""}},
                 # No projection: FerretDB 1.24 refuses one on findAndModify (records are small).
                 return_document=ReturnDocument.AFTER,
