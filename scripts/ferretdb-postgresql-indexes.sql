@@ -25,7 +25,8 @@ DECLARE
     "ciphertext.chunks": ["_id", "files_id", "n"],
     "ciphertext.files": ["_id"],
     "revoked_tokens": ["_id"],
-    "rate_counters": ["_id"]
+    "rate_counters": ["_id"],
+    "usage": ["_id", "owner", "retired"]
   }';
   coll record;
   field text;
