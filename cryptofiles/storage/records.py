@@ -42,8 +42,8 @@ class FileRecord:
     size: int = 0
     stored_size: int = 0
     # The ciphertext's header (also the start of chunk 0), kept so that a plaintext range need
-    # not read chunk 0: on FerretDB/PostgreSQL that read cost the whole file. None for files
-    # stored before it was kept.
+    # not read chunk 0: an engine that narrows {files_id, n: 0} by files_id alone reads the
+    # whole file for it. None for files stored before it was kept.
     header: bytes | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
