@@ -13,9 +13,9 @@ from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError
 
-from cryptofiles.storage.errors import NOT_IMPLEMENTED, DatabaseUnavailable, _mapped_errors
+from cryptofiles.storage.errors import DatabaseUnavailable, _mapped_errors, create_ttl_index
 
 
 class Counters:
@@ -26,14 +26,8 @@ class Counters:
 
     def ensure_indexes(self) -> None:
         with _mapped_errors():
-            try:
-                self.collection.create_index(
-                    "expire_at", expireAfterSeconds=0, name="expire_rate_counters"
-                )
-            except OperationFailure as exc:
-                if exc.code != NOT_IMPLEMENTED:
-                    raise
-                # FerretDB: no TTL. Ended windows are replaced on their next hit (see incr).
+            # Without TTL (FerretDB), ended windows are replaced on their next hit (see incr).
+            create_ttl_index(self.collection, "expire_at", "expire_rate_counters")
 
     def incr(self, key: str, expiry_seconds: int, amount: int, now: datetime) -> int:
         """Add ``amount`` to a fixed-window counter, starting a new window if the last one ended.

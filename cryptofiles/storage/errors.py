@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
+from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 # MongoDB's error codes: an unsupported feature (FerretDB's answer to a TTL index), a full disk.
@@ -63,3 +65,15 @@ def _mapped_errors() -> Iterator[None]:
     except PyMongoError as exc:
         # The exception's type name is enough for the log; its text may quote the query.
         raise StorageError(type(exc).__name__) from exc
+
+
+def create_ttl_index(collection: Collection[dict[str, Any]], field: str, name: str) -> bool:
+    """A TTL index on ``field`` (rows go once that time passes); False where the server has none
+    (FerretDB 1.x), and the caller removes its expired rows itself."""
+    try:
+        collection.create_index(field, expireAfterSeconds=0, name=name)
+    except OperationFailure as exc:
+        if exc.code != NOT_IMPLEMENTED:
+            raise
+        return False
+    return True

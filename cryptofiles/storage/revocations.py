@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
 
-from cryptofiles.storage.errors import NOT_IMPLEMENTED, _mapped_errors
+from cryptofiles.storage.errors import _mapped_errors, create_ttl_index
 
 
 class Revocations:
@@ -25,15 +24,10 @@ class Revocations:
 
     def ensure_indexes(self) -> None:
         with _mapped_errors():
-            try:
-                self.collection.create_index(
-                    "expires_at", expireAfterSeconds=0, name="expire_revoked_tokens"
-                )
-            except OperationFailure as exc:
-                if exc.code != NOT_IMPLEMENTED:
-                    raise
-                # FerretDB: no TTL. Revocations are purged on revoke instead.
-                self.ttl_supported = False
+            self.ttl_supported = create_ttl_index(
+                self.collection, "expires_at", "expire_revoked_tokens"
+            )
+            if not self.ttl_supported:  # purged on revoke instead
                 self.collection.create_index("expires_at", name="revoked_tokens_expiry")
 
     def revoke(self, jti: str, expires_at: datetime, now: datetime) -> None:
