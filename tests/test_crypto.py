@@ -405,10 +405,12 @@ def stored_pieces(ciphertext: bytes) -> list[bytes]:
     return [ciphertext[i : i + SEGMENT_SIZE] for i in range(0, len(ciphertext), SEGMENT_SIZE)]
 
 
+@pytest.mark.parametrize("header_known", [False, True], ids=["header-read", "header-known"])
 @pytest.mark.parametrize(("start", "end"), [*RANGES, (3, 2)])
 def test_decrypt_range_reads_only_what_it_needs(
-    sample: tuple[bytes, bytes, bytes], start: int, end: int
+    sample: tuple[bytes, bytes, bytes], start: int, end: int, header_known: bool
 ) -> None:
+    """Only the pieces the range touches, plus piece 0 for the header unless the caller has it."""
     key, plaintext, ciphertext = sample
     pieces = stored_pieces(ciphertext)
     reads: list[tuple[int, int]] = []
@@ -417,34 +419,20 @@ def test_decrypt_range_reads_only_what_it_needs(
         reads.append((first, last))
         return iter(pieces[first : last + 1])
 
-    stream = crypto.decrypt_range(key, read_pieces, start, end + 1, ciphertext_size=len(ciphertext))
+    header = ciphertext[:HEADER_SIZE] if header_known else None
+    stream = crypto.decrypt_range(
+        key, read_pieces, start, end + 1, ciphertext_size=len(ciphertext), header=header
+    )
     assert reads == []  # nothing is fetched before the first byte is asked for
     assert b"".join(stream) == plaintext[start : end + 1]
     if end < start:
         assert reads == []
         return
     first, last = crypto.plaintext_segment_range(start, end)
-    assert reads == ([(0, last)] if first == 0 else [(0, 0), (first, last)])
-
-
-@pytest.mark.parametrize(("start", "end"), RANGES)
-def test_decrypt_range_with_the_header_known_reads_no_header_piece(
-    sample: tuple[bytes, bytes, bytes], start: int, end: int
-) -> None:
-    key, plaintext, ciphertext = sample
-    pieces = stored_pieces(ciphertext)
-    reads: list[tuple[int, int]] = []
-
-    def read_pieces(first: int, last: int) -> Iterator[bytes]:
-        reads.append((first, last))
-        return iter(pieces[first : last + 1])
-
-    header = ciphertext[:HEADER_SIZE]
-    stream = crypto.decrypt_range(
-        key, read_pieces, start, end + 1, ciphertext_size=len(ciphertext), header=header
-    )
-    assert b"".join(stream) == plaintext[start : end + 1]
-    assert reads == [crypto.plaintext_segment_range(start, end)]
+    if first == 0 or header_known:
+        assert reads == [(first, last)]
+    else:
+        assert reads == [(0, 0), (first, last)]
 
 
 def test_decrypt_range_with_a_wrong_header_fails(sample: tuple[bytes, bytes, bytes]) -> None:
