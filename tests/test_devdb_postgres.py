@@ -7,6 +7,7 @@ them); without them these tests fail rather than skip. The rules shared with the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -148,8 +149,12 @@ def test_cluster_is_private_and_reused(database: LocalDatabase, tmp_path: Path) 
         "postgres", "SELECT system_identifier FROM pg_control_system()"
     )
     runs_as = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+    owners = {}
     for pid in database.postgres.pids():
-        assert os.stat(f"/proc/{pid}").st_uid == runs_as  # never root: PostgreSQL refuses it
+        with contextlib.suppress(FileNotFoundError):  # a short-lived backend that just ended
+            owners[pid] = os.stat(f"/proc/{pid}").st_uid
+    assert database.postgres.process is not None and database.postgres.process.pid in owners
+    assert set(owners.values()) == {runs_as}  # never root: PostgreSQL refuses it
     assert cluster.stat().st_uid == runs_as and mode(cluster) == 0o700
     assert mode(database.data_dir) == 0o700
     for path in database.data_dir.rglob("*"):
