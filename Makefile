@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup database run test lint bench clean
+.PHONY: help setup database browser run test lint bench clean
 
 help:
 	@echo "make run    set up everything, then serve on http://127.0.0.1:5000 (HOST/PORT override)"
@@ -30,6 +30,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 database: $(STAMP)
 	@$(PY) -m cryptofiles.dev.database ensure
 
+# What the web page's tests drive: Debian's Chromium (installed with apt-get when root and missing;
+# otherwise the set-up says how) and Node. The service itself needs neither.
+browser: $(STAMP)
+	@$(PY) -m cryptofiles.dev.browser ensure
+
 run: setup
 	$(PY) -m cryptofiles.dev.serve
 
@@ -38,7 +43,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check cryptofiles tests scripts bench
 	$(PY) -m mypy
 
-test: setup lint
+test: setup browser lint
 	$(PY) -m pytest
 
 bench: setup

@@ -64,6 +64,24 @@ def test_json_bodies_work_like_headers(client: FlaskClient) -> None:
     assert response.text == "Login is OK, your name: json.user"
 
 
+def test_post_login_takes_a_json_body_like_get(client: FlaskClient) -> None:
+    # Browsers cannot send a body with GET: the web page logs in with POST and a JSON body.
+    Accounts(client).register("browser.user")
+    response = client.post(
+        "/login", headers=JSON, json={"User_Name": "browser.user", "User_Password": PASSWORD}
+    )
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    token = response.json["token"]
+    response = client.get("/test_login", headers={"x-access-tokens": token})
+    assert response.text == "Login is OK, your name: browser.user"
+    response = client.post(
+        "/login", headers=JSON, json={"User_Name": "browser.user", "User_Password": "wrong!"}
+    )
+    assert response.status_code == 401
+    assert "token" not in response.json
+
+
 def test_json_answers_when_asked(client: FlaskClient) -> None:
     response = client.post(
         "/registration", headers={**JSON, REGISTER[0]: "User1", REGISTER[1]: PASSWORD}

@@ -42,6 +42,20 @@ def test_login_limit_per_name_answers_429_with_retry_after(make_app: Any) -> Non
     assert login(other, "victim", PASSWORD).status_code == 429
 
 
+def test_post_login_spends_the_same_budget_as_get(make_app: Any) -> None:
+    # POST /login (the web page's form of login) must not be a second budget for guessing.
+    client = make_app(RATE_LIMIT_LOGIN_NAME="3/minute").test_client()
+    Accounts(client).register("victim")
+    for _ in range(3):
+        assert login(client, "victim", "wrong guess!").status_code == 401
+    response = client.post(
+        "/login",
+        json={"User_Name": "victim", "User_Password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.0.1"},
+    )
+    assert response.status_code == 429
+
+
 def test_login_limit_per_address(make_app: Any) -> None:
     client = make_app(RATE_LIMIT_LOGIN_ADDRESS="4/minute").test_client()
     for i in range(4):

@@ -186,6 +186,8 @@ def test_real_answers_are_documented(
     send("get", "/login", 200, accept=JSON, json=login)
     send_both("get", "/login", 401, headers={**login, "User_Password": "wrong password"})
     send_both("get", "/login", 400)
+    send("post", "/login", 200, accept=JSON, json=login)
+    send_both("post", "/login", 401, json={**login, "User_Password": "wrong password"})
     alice = {"x-access-tokens": token}
     send_both("get", "/test_login", 200, headers={"Authorization": f"Bearer {token}"})
 

@@ -43,6 +43,7 @@ from cryptofiles.dev.daemons import (
     read_pid,
     signal_and_wait,
 )
+from cryptofiles.dev.packages import apt_install
 from cryptofiles.dev.pgindexes import PLAN_SETTINGS, install_sql
 
 POSTGRES_ROOTS = (Path("/usr/lib/postgresql"),)  # Debian/Ubuntu: /usr/lib/postgresql/<major>/bin
@@ -118,17 +119,7 @@ def _has_user(name: str) -> bool:
 
 def install_postgres(out: IO[str] = sys.stderr) -> bool:
     """``apt-get install postgresql`` when we may (root, apt-get present); True if it worked."""
-    apt = shutil.which("apt-get")
-    if os.geteuid() != 0 or apt is None:
-        return False
-    print("Installing PostgreSQL's server with apt-get (first time only)...", file=out, flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "postgresql"]
-    if subprocess.run(install, env=env, check=False).returncode == 0:
-        return True
-    # A fresh image has no package lists yet.
-    subprocess.run([apt, "update"], env=env, check=False)
-    return subprocess.run(install, env=env, check=False).returncode == 0
+    return apt_install(["postgresql"], "PostgreSQL's server", out)
 
 
 class PostgresCluster:
