@@ -227,6 +227,10 @@ def test_real_answers_are_documented(
     send("get", "/docs", 200)
     send("get", "/docs/swagger-ui.css", 200)
     send_both("get", "/docs/no-such-asset.js", 404)
+    send("get", "/", 302)
+    send("get", "/app/", 200)
+    send("get", "/app/app.js", 200)
+    send_both("get", "/app/no-such-asset.js", 404)
 
     # Logging out, last: the token is revoked afterwards.
     send("post", "/logout", 200, headers=alice)

@@ -3,11 +3,12 @@
 ``create_app()`` builds everything from ``Settings`` (read from the environment when none is given);
 nothing happens at import time. Each concern is a blueprint whose views are module-level functions:
 ``accounts`` (registration, login, logout, password, deletion), ``files`` (upload, download, listing,
-keys), ``health`` (liveness, readiness, metrics) and ``docs`` (OpenAPI, Swagger UI). Views read
-"authenticate, look up, check, act, answer": ``guard.token_required`` authenticates, the services
-(``cryptofiles.accounts``, ``cryptofiles.files``) do the work, ``inputs`` parses every request field,
-``responses`` shapes every answer and ``errors`` maps the services' exceptions to statuses. Rate limits
-(``ratelimit``) are declared on the views and bound to each app's limiter at request time.
+keys), ``health`` (liveness, readiness, metrics), ``docs`` (OpenAPI, Swagger UI) and ``page`` (the
+web page at ``/app/``). Views read "authenticate, look up, check, act, answer":
+``guard.token_required`` authenticates, the services (``cryptofiles.accounts``,
+``cryptofiles.files``) do the work, ``inputs`` parses every request field, ``responses`` shapes every
+answer and ``errors`` maps the services' exceptions to statuses. Rate limits (``ratelimit``) are
+declared on the views and bound to each app's limiter at request time.
 
 ``services_of`` lives in ``context`` so that blueprints can import it without importing this factory.
 """
@@ -20,7 +21,7 @@ from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.services import build_services
 from cryptofiles.storage import Storage
-from cryptofiles.web import accounts, connection, docs, files, health
+from cryptofiles.web import accounts, connection, docs, files, health, page
 from cryptofiles.web.context import EXTENSION_KEY, services_of
 from cryptofiles.web.errors import register_error_handlers
 from cryptofiles.web.logs import configure_logging, init_request_logging
@@ -53,6 +54,6 @@ def create_app(
     init_request_logging(app)
     init_metrics(app)
     init_limiter(app, services)
-    for blueprint in (accounts.bp, health.bp, files.bp, docs.bp):
+    for blueprint in (accounts.bp, health.bp, files.bp, docs.bp, page.bp):
         app.register_blueprint(blueprint)
     return app

@@ -1,0 +1,138 @@
+// The API as the page and its service worker use it: every call in one place, and every failure
+// turned into an ApiError whose message a person can read. No DOM here: sw.js imports it too.
+
+// The API lives one level above the page (/app/ -> /), so a path prefix in front of both works.
+const ROOT = new URL("../", import.meta.url);
+const JSON_TYPE = "application/json";
+
+export class ApiError extends Error {
+  constructor(status, message, retryAfter = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status; // 0 when the server could not be reached
+    this.retryAfter = retryAfter; // seconds, from Retry-After, when the server sent one
+  }
+}
+
+export function apiUrl(path) {
+  return new URL(path, ROOT).href;
+}
+
+const FALLBACK_MESSAGES = {
+  400: "The request was refused.",
+  401: "Your session has ended: please log in again.",
+  403: "This is not allowed.",
+  404: "No such file in your account.",
+  408: "The connection was too slow and timed out.",
+  413: "The file is too large, or your storage quota is used up.",
+  429: "Too many attempts.",
+  503: "The server is busy.",
+};
+
+// The message for an answer: the API's own explanation (RFC 9457 "detail") when it gave one, with
+// how long to wait when it said so.
+export function describe(status, detail, retryAfter) {
+  let message = detail || FALLBACK_MESSAGES[status] || `The server answered ${status}.`;
+  if (status === 404) message = FALLBACK_MESSAGES[404]; // the API's wording is for curl users
+  if (retryAfter !== null) message += ` Try again in ${retryAfter} s.`;
+  return message;
+}
+
+function retryAfterOf(headers) {
+  const value = Number.parseInt(headers.get("Retry-After") ?? "", 10);
+  return Number.isFinite(value) && value >= 0 ? value : null;
+}
+
+export async function errorOf(response) {
+  let detail = "";
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") detail = body.detail;
+  } catch {
+    // Not JSON (a proxy's error page, say): the status alone must do.
+  }
+  const retryAfter = retryAfterOf(response.headers);
+  return new ApiError(response.status, describe(response.status, detail, retryAfter), retryAfter);
+}
+
+export const UNREACHABLE = "The server cannot be reached: check the connection and try again.";
+
+// fetch() with the token, asking for JSON answers; rejects with ApiError unless the status is 2xx.
+export async function call(path, { method = "GET", token, json, signal, headers = {} } = {}) {
+  const init = { method, signal, cache: "no-store", headers: { Accept: JSON_TYPE, ...headers } };
+  if (token) init.headers["x-access-tokens"] = token;
+  if (json !== undefined) {
+    init.headers["Content-Type"] = JSON_TYPE;
+    init.body = JSON.stringify(json);
+  }
+  let response;
+  try {
+    response = await fetch(apiUrl(path), init);
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, UNREACHABLE);
+  }
+  if (!response.ok) throw await errorOf(response);
+  return response;
+}
+
+async function callJson(path, options) {
+  const response = await call(path, options);
+  return response.status === 204 ? null : response.json();
+}
+
+export const api = {
+  register: (name, password) =>
+    callJson("registration", {
+      method: "POST",
+      json: { New_User_Name: name, New_User_Password: password },
+    }),
+  login: (name, password) =>
+    callJson("login", { method: "POST", json: { User_Name: name, User_Password: password } }),
+  whoami: (token) => callJson("test_login", { token }),
+  logout: (token) => callJson("logout", { method: "POST", token }),
+  list: (token, cursor = null, limit = 20) => {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (cursor) query.set("cursor", cursor);
+    return callJson(`files?${query}`, { token });
+  },
+  info: (token, id) => callJson(`files/${encodeURIComponent(id)}/info`, { token }),
+  key: (token, id) => callJson(`files/${encodeURIComponent(id)}/key`, { token }),
+  remove: (token, id) => callJson(`files/${encodeURIComponent(id)}`, { method: "DELETE", token }),
+  // The ciphertext as a streaming Response: the caller reads its body.
+  ciphertext: (token, id, signal) => call(`files/${encodeURIComponent(id)}`, { token, signal }),
+};
+
+// An upload with progress. XMLHttpRequest, because fetch() reports no upload progress; given a File,
+// the browser streams it from disk, so memory does not grow with its size. Resolves with the file's
+// JSON description; rejects with ApiError, or with an AbortError after cancel().
+export function upload(token, file, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise((resolve, reject) => {
+    xhr.open("POST", apiUrl("upload"));
+    xhr.responseType = "json";
+    xhr.setRequestHeader("Accept", JSON_TYPE);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.setRequestHeader("x-access-tokens", token);
+    // RFC 8187 encoding: header values cannot carry every character a file name can.
+    xhr.setRequestHeader(
+      "Content-Disposition",
+      `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
+    );
+    if (/^[\w.+-]+\/[\w.+-]+$/.test(file.type)) xhr.setRequestHeader("X-Content-Type", file.type);
+    xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded, file.size));
+    xhr.addEventListener("load", () => {
+      if (xhr.status === 201) {
+        resolve(xhr.response);
+        return;
+      }
+      const body = xhr.response && typeof xhr.response.detail === "string" ? xhr.response.detail : "";
+      const retryAfter = retryAfterOf({ get: (name) => xhr.getResponseHeader(name) });
+      reject(new ApiError(xhr.status, describe(xhr.status, body, retryAfter), retryAfter));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, UNREACHABLE)));
+    xhr.addEventListener("abort", () => reject(new DOMException("Upload cancelled", "AbortError")));
+    xhr.send(file);
+  });
+  return { done, cancel: () => xhr.abort() };
+}

@@ -1,0 +1,416 @@
+// The page: sign-in, uploads with progress, the file list, keys, and downloads decrypted here.
+// Everything goes through the same API as curl (api.js); downloads through downloads.js.
+
+import { api, ApiError, upload } from "./api.js";
+import { save, startWorker } from "./downloads.js";
+
+const $ = (id) => document.getElementById(id);
+
+// The token lives in this tab's sessionStorage: gone when the tab closes, never in a cookie or in
+// localStorage, never in a URL. Logging out revokes it on the server too.
+const session = {
+  get token() {
+    return sessionStorage.getItem("cryptofiles.token");
+  },
+  get name() {
+    return sessionStorage.getItem("cryptofiles.name");
+  },
+  keep(token, name) {
+    sessionStorage.setItem("cryptofiles.token", token);
+    sessionStorage.setItem("cryptofiles.name", name);
+  },
+  clear() {
+    sessionStorage.removeItem("cryptofiles.token");
+    sessionStorage.removeItem("cryptofiles.name");
+  },
+};
+
+// -- messages -------------------------------------------------------------------------------------
+
+function notify(text) {
+  $("alert").hidden = true;
+  $("notice").textContent = text;
+}
+
+function warn(text) {
+  $("notice").textContent = "";
+  $("alert").textContent = text;
+  $("alert").hidden = false;
+}
+
+function messageOf(err) {
+  if (err instanceof ApiError || err?.name === "DecryptionError") return err.message;
+  if (err instanceof TypeError) return "The connection was cut; nothing was saved. Try again.";
+  return err?.message || String(err);
+}
+
+// Every failure ends here. An answer 401 means the token expired or was revoked: back to sign-in.
+function fail(err) {
+  if (err?.name === "AbortError") return;
+  if (err instanceof ApiError && err.status === 401 && session.token) {
+    signOut("Your session has ended: please log in again.");
+    return;
+  }
+  warn(messageOf(err));
+}
+
+// -- formatting -----------------------------------------------------------------------------------
+
+const UNITS = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+
+function formatSize(bytes) {
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${UNITS[unit]}`;
+}
+
+function formatProgress(done, total, startedAt) {
+  const seconds = (performance.now() - startedAt) / 1000;
+  const speed = seconds > 0 ? `${formatSize(done / seconds)}/s` : "";
+  return `${formatSize(done)} of ${formatSize(total)}${speed ? ` · ${speed}` : ""}`;
+}
+
+// -- screens --------------------------------------------------------------------------------------
+
+function showSignin() {
+  $("workspace").hidden = true;
+  $("session").hidden = true;
+  $("signin").hidden = false;
+  $("login-name").focus();
+}
+
+function showWorkspace() {
+  $("signin").hidden = true;
+  $("user-name").textContent = session.name;
+  $("session").hidden = false;
+  $("workspace").hidden = false;
+  loadFiles().catch(fail);
+}
+
+function signOut(message) {
+  session.clear();
+  clearFiles();
+  hideKey();
+  showSignin();
+  warn(message);
+}
+
+// -- accounts -------------------------------------------------------------------------------------
+
+async function withButton(form, action) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    await action();
+  } catch (err) {
+    fail(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function credentials(form) {
+  const name = form.elements.name.value.trim();
+  const password = form.elements.password.value;
+  if (!name || !password) throw new ApiError(400, "Enter a name and a password.");
+  return [name, password];
+}
+
+async function logIn(name, password) {
+  const { token } = await api.login(name, password);
+  const who = await api.whoami(token);
+  session.keep(token, who.name);
+  $("login-form").reset();
+  $("register-form").reset();
+  notify(`Logged in as ${who.name}.`);
+  showWorkspace();
+}
+
+$("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  withButton(event.target, () => logIn(...credentials(event.target)));
+});
+
+$("register-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  withButton(event.target, async () => {
+    const [name, password] = credentials(event.target);
+    await api.register(name, password);
+    await logIn(name, password);
+  });
+});
+
+$("logout").addEventListener("click", async () => {
+  try {
+    await api.logout(session.token);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) {
+      fail(err); // the token is still valid: stay logged in rather than pretend otherwise
+      return;
+    }
+  }
+  session.clear();
+  clearFiles();
+  hideKey();
+  showSignin();
+  notify("Logged out. The token is revoked.");
+});
+
+// -- uploads --------------------------------------------------------------------------------------
+
+const uploadQueue = [];
+let uploading = false;
+
+function transferItem(list, name) {
+  const item = $("transfer-template").content.firstElementChild.cloneNode(true);
+  item.querySelector(".name").textContent = name;
+  item.querySelector(".cancel").setAttribute("aria-label", `Cancel ${name}`);
+  list.prepend(item);
+  return {
+    item,
+    progress: item.querySelector("progress"),
+    detail: item.querySelector(".detail"),
+    cancel: item.querySelector(".cancel"),
+    end(text, state) {
+      this.detail.textContent = text;
+      this.cancel.hidden = true;
+      item.dataset.state = state;
+    },
+  };
+}
+
+function enqueueUploads(files) {
+  for (const file of files) {
+    const view = transferItem($("uploads"), file.name);
+    view.detail.textContent = `Waiting · ${formatSize(file.size)}`;
+    const job = { file, view, cancelled: false, cancel: null };
+    view.cancel.addEventListener("click", () => {
+      job.cancelled = true;
+      if (job.cancel) job.cancel();
+      else view.end("Cancelled: nothing was stored.", "cancelled");
+    });
+    uploadQueue.push(job);
+  }
+  if (!uploading) runUploads();
+}
+
+// One upload at a time: they share one connection's bandwidth anyway, and each gets its own
+// progress and a cancel that stores nothing.
+async function runUploads() {
+  uploading = true;
+  while (uploadQueue.length) {
+    const job = uploadQueue.shift();
+    if (job.cancelled) continue;
+    await uploadOne(job);
+  }
+  uploading = false;
+}
+
+async function uploadOne(job) {
+  const { file, view } = job;
+  const startedAt = performance.now();
+  view.item.dataset.state = "running";
+  const running = upload(session.token, file, (loaded, total) => {
+    view.progress.value = total ? loaded / total : 1;
+    view.detail.textContent = formatProgress(loaded, total, startedAt);
+  });
+  job.cancel = running.cancel;
+  try {
+    const stored = await running.done;
+    view.progress.value = 1;
+    view.end(`Stored as ${stored.id}`, "done");
+    view.item.dataset.fileId = stored.id;
+    addFileRow(stored, { first: true });
+  } catch (err) {
+    if (err?.name === "AbortError") {
+      view.end("Cancelled: nothing was stored.", "cancelled");
+    } else {
+      view.end(messageOf(err), "failed");
+      fail(err);
+    }
+  }
+}
+
+$("file-input").addEventListener("change", (event) => {
+  enqueueUploads([...event.target.files]);
+  event.target.value = "";
+});
+
+const dropZone = $("drop-zone");
+dropZone.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropZone.classList.add("dragging");
+});
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  enqueueUploads([...event.dataTransfer.files]);
+});
+
+// -- the file list --------------------------------------------------------------------------------
+
+let nextCursor = null;
+const shown = new Map(); // file id -> its row
+
+function clearFiles() {
+  $("files").tBodies[0].replaceChildren();
+  shown.clear();
+  nextCursor = null;
+  $("more").hidden = true;
+}
+
+async function loadFiles(cursor = null) {
+  if (!cursor) clearFiles();
+  const page = await api.list(session.token, cursor);
+  for (const file of page.files) addFileRow(file);
+  nextCursor = page.next_cursor;
+  $("more").hidden = !nextCursor;
+  $("files-empty").hidden = shown.size > 0;
+}
+
+function addFileRow(file, { first = false } = {}) {
+  if (shown.has(file.id)) return shown.get(file.id);
+  const row = $("file-row-template").content.firstElementChild.cloneNode(true);
+  const name = file.name || file.id;
+  row.dataset.fileId = file.id;
+  row.querySelector(".name").textContent = name;
+  row.querySelector(".name").title = file.id;
+  row.querySelector(".size").textContent = formatSize(file.size);
+  row.querySelector(".date").textContent = new Date(file.created_at).toLocaleString();
+  for (const button of row.querySelectorAll("button[data-action]")) {
+    button.setAttribute("aria-label", `${button.textContent} ${name}`);
+    button.addEventListener("click", () => act(button.dataset.action, file, row));
+  }
+  const body = $("files").tBodies[0];
+  if (first) body.prepend(row);
+  else body.append(row);
+  shown.set(file.id, row);
+  $("files-empty").hidden = true;
+  return row;
+}
+
+function act(action, file, row) {
+  const actions = {
+    decrypt: () => startDownload(file, true),
+    ciphertext: () => startDownload(file, false),
+    key: () => showKey(file),
+    delete: () => removeFile(file, row),
+  };
+  Promise.resolve().then(actions[action]).catch(fail);
+}
+
+async function removeFile(file, row) {
+  const name = file.name || file.id;
+  if (!window.confirm(`Delete "${name}" for good? Its key is destroyed with it.`)) return;
+  await api.remove(session.token, file.id);
+  row.remove();
+  shown.delete(file.id);
+  $("files-empty").hidden = shown.size > 0;
+  notify(`Deleted ${name}.`);
+}
+
+$("refresh").addEventListener("click", () => loadFiles().catch(fail));
+$("more").addEventListener("click", () => loadFiles(nextCursor).catch(fail));
+
+$("open-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  withButton(event.target, async () => {
+    const id = event.target.elements.id.value.trim();
+    if (!id) throw new ApiError(400, "Enter a file id.");
+    const file = await api.info(session.token, id); // the owner's only: anyone else gets 404
+    const row = addFileRow(file, { first: true });
+    row.querySelector("button[data-action=decrypt]").focus();
+    notify(`Opened ${file.name || file.id}.`);
+  });
+});
+
+// -- keys -----------------------------------------------------------------------------------------
+
+async function showKey(file) {
+  const { key } = await api.key(session.token, file.id);
+  $("key-file").textContent = file.name || file.id;
+  $("key-value").value = key;
+  $("key-panel").hidden = false;
+  $("key-value").focus();
+  $("key-value").select();
+}
+
+function hideKey() {
+  $("key-value").value = "";
+  $("key-panel").hidden = true;
+}
+
+$("key-copy").addEventListener("click", async () => {
+  try {
+    await navigator.clipboard.writeText($("key-value").value);
+    notify("Key copied to the clipboard.");
+  } catch {
+    $("key-value").select();
+    notify("Copying was refused by the browser: the key is selected, copy it with Ctrl+C.");
+  }
+});
+$("key-hide").addEventListener("click", hideKey);
+
+// -- downloads ------------------------------------------------------------------------------------
+
+function startDownload(file, decrypt) {
+  const name = file.name || file.id;
+  const view = transferItem($("downloads"), decrypt ? name : `${name}.enc`);
+  const startedAt = performance.now();
+  view.item.dataset.state = "running";
+  const running = save({
+    token: session.token,
+    file,
+    decrypt,
+    onProgress: (received, total) => {
+      view.progress.value = total ? received / total : 1;
+      view.detail.textContent = formatProgress(received, total, startedAt);
+    },
+  });
+  view.cancel.addEventListener("click", running.cancel);
+  running.done.then(
+    () => {
+      view.progress.value = 1;
+      view.end(decrypt ? "Decrypted in this browser and saved." : "Ciphertext saved.", "done");
+    },
+    (err) => {
+      if (err?.name === "AbortError") {
+        view.end("Cancelled: nothing was saved.", "cancelled");
+        return;
+      }
+      view.end(messageOf(err), "failed");
+      fail(err);
+    },
+  );
+}
+
+// -- start ----------------------------------------------------------------------------------------
+
+async function start() {
+  startWorker();
+  if (!globalThis.crypto?.subtle) {
+    warn("This page decrypts with WebCrypto, which browsers offer only over HTTPS or on localhost. " +
+      "Uploads and ciphertext downloads work; decrypt with the command-line client.");
+  }
+  if (!session.token) {
+    showSignin();
+    return;
+  }
+  try {
+    await api.whoami(session.token);
+    showWorkspace();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) signOut("Your session has ended: please log in again.");
+    else {
+      showSignin();
+      fail(err);
+    }
+  }
+}
+
+start();
