@@ -19,10 +19,8 @@ from flask import Blueprint, Response, abort, redirect, send_from_directory, url
 from werkzeug.wrappers import Response as BaseResponse
 
 ASSETS_DIR = Path(__file__).parent / "static"
-# Only these are served: a file dropped into the folder by mistake is not published.
-ASSETS = frozenset(
-    {"app.js", "api.js", "decrypt.js", "downloads.js", "sw.js", "style.css", "index.html"}
-)
+# The files in the folder, and nothing else: no path reaches beyond it.
+ASSETS = frozenset(path.name for path in ASSETS_DIR.iterdir() if path.is_file())
 
 CSP = "; ".join(
     [
@@ -72,6 +70,6 @@ def index() -> Response:
 
 @bp.get("/app/<name>")
 def asset(name: str) -> Response:
-    if name not in ASSETS or name == "index.html":
+    if name not in ASSETS:
         abort(404)
     return send_from_directory(ASSETS_DIR, name)

@@ -363,6 +363,7 @@ function startDownload(file, decrypt) {
   const view = transferItem($("downloads"), decrypt ? name : `${name}.enc`);
   const startedAt = performance.now();
   view.item.dataset.state = "running";
+  view.detail.textContent = "Starting…";
   const running = save({
     token: session.token,
     file,

@@ -17,11 +17,14 @@ let worker = Promise.resolve(null);
 // (no service worker support, a page not served over HTTPS or from localhost, private modes).
 export function startWorker() {
   if (!("serviceWorker" in navigator) || !window.isSecureContext) return worker;
-  worker = navigator.serviceWorker
+  const registered = navigator.serviceWorker
     .register("sw.js", { type: "module", scope: "./" })
     .then(() => navigator.serviceWorker.ready)
     .then(() => controller())
     .catch(() => null);
+  // A browser that blocks workers may leave the registration pending for ever.
+  const givenUp = new Promise((resolve) => setTimeout(() => resolve(null), 2 * READY_TIMEOUT_MS));
+  worker = Promise.race([registered, givenUp]);
   return worker;
 }
 

@@ -1,0 +1,419 @@
+"""The web page end to end, in headless Chromium, against the server as ``make run`` starts it.
+
+What a person does: register, log in, upload files (one of 200 MiB) watching progress, see them
+listed, download each decrypted in the browser (the SHA-256 of the saved file is the original's),
+copy a key, download ciphertext; and what must not happen: another user seeing or decrypting the
+files, an old token working after logout, a cancelled upload leaving anything, a tampered file
+saved as if it were whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Download, Page
+
+from cryptofiles.dev.harness import descendants
+from cryptofiles.dev.tink_oracle import tink_decrypt
+from tests.browser.conftest import (
+    ARTIFACTS,
+    Watched,
+    log_in,
+    register,
+    screenshot,
+    token_of,
+)
+from tests.support.server import Server, new_token
+
+MiB = 1 << 20
+OpenPage = Callable[..., Watched]
+
+
+def write_file(path: Path, size: int) -> Path:
+    """``size`` random-looking bytes, written a block at a time."""
+    block = os.urandom(MiB)
+    with path.open("wb") as out:
+        for offset in range(0, size, MiB):
+            out.write(block[: min(MiB, size - offset)])
+            block = hashlib.sha512(block[:64]).digest() + block[64:]  # no two blocks alike
+    return path
+
+
+def sha256_of(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def api(server: Server, method: str, path: str, token: str, body: bytes | None = None) -> Any:
+    response, data = server.request(method, path, body, {"x-access-tokens": token})
+    return response.status, data
+
+
+def row(page: Page, name: str) -> Any:
+    return page.locator("#files tbody tr", has_text=name)
+
+
+def transfer(page: Page, where: str, name: str) -> Any:
+    return page.locator(f"#{where} li", has=page.locator(".name", has_text=name)).first
+
+
+def download(page: Page, name: str, action: str = "decrypt") -> Download:
+    with page.expect_download(timeout=120_000) as started:
+        row(page, name).locator(f"button[data-action={action}]").click()
+    return started.value
+
+
+class BrowserMemory:
+    """Samples the proportional set size of every Chromium process this test process started."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        total = 0
+        for pid in descendants(os.getpid()):
+            try:
+                if b"chrom" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:  # the process ended meanwhile
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, self.now())
+
+    @contextmanager
+    def watching(self) -> Iterator[BrowserMemory]:
+        self.peak = self.now()
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+# -- the whole job ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_whole_job_from_the_page(
+    open_page: OpenPage, server: Server, tmp_path: Path, browser_memory_report: dict[str, Any]
+) -> None:
+    (tmp_path / "notes.txt").write_bytes(b"hello, browser\n")
+    write_file(tmp_path / "one-segment-plus.bin", 1_048_521)  # the first segment holds 1_048_520
+    write_file(tmp_path / "big.bin", 200 * MiB)
+    paths = {name: tmp_path / name for name in ("notes.txt", "one-segment-plus.bin", "big.bin")}
+    watched = open_page()
+    page = watched.page
+    screenshot(page, "signin")
+    register(page, "alice")
+    assert page.text_content("#user-name") == "alice"
+
+    # Three files at once; the page uploads them one after another, each with its progress.
+    page.set_input_files("#file-input", [str(p) for p in paths.values()])
+    for name in paths:
+        expect_state(page, "uploads", name, "done", timeout=180)
+    progress = [value for name, value in page.evaluate("window.__progress") if name == "big.bin"]
+    partial = [v for v in progress if 0 < v < 1]
+    assert len(partial) >= 3 and partial == sorted(partial), progress  # real, rising progress
+    screenshot(page, "uploaded")
+
+    # The list shows them, and the ids the page showed are the ones the API lists.
+    token = token_of(page)
+    status, body = api(server, "GET", "/files", token)
+    listed = {f["name"]: f for f in json.loads(body)["files"]}
+    assert set(listed) == set(paths)
+    for name, path in paths.items():
+        detail = transfer(page, "uploads", name).locator(".detail").text_content()
+        assert detail == f"Stored as {listed[name]['id']}"
+        assert row(page, name).count() == 1
+        assert listed[name]["size"] == path.stat().st_size
+
+    # Each downloads decrypted in the browser, byte for byte the original.
+    for name, path in paths.items():
+        if name == "big.bin":
+            with BrowserMemory().watching() as memory:
+                baseline = memory.peak
+                saved = download(page, name)
+                saved_path = saved.path()
+            browser_memory_report.update(
+                file_mib=200, baseline_mib=baseline / MiB, peak_mib=memory.peak / MiB
+            )
+        else:
+            saved = download(page, name)
+            saved_path = saved.path()
+        assert saved.failure() is None
+        assert saved.suggested_filename == name
+        assert sha256_of(saved_path) == sha256_of(path), name
+        expect_state(page, "downloads", name, "done")
+    screenshot(page, "downloaded")
+
+    # The key, shown and copied; the ciphertext, saved; Tink decrypts the one with the other.
+    row(page, "notes.txt").locator("button[data-action=key]").click()
+    page.wait_for_selector("#key-panel:not([hidden])")
+    key = page.input_value("#key-value")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#key-copy")
+    page.wait_for_function("() => document.getElementById('notice').textContent.includes('copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    screenshot(page, "key")
+    ciphertext = download(page, "notes.txt", "ciphertext")
+    assert ciphertext.suggested_filename == "notes.txt.enc"
+    data = Path(ciphertext.path()).read_bytes()
+    assert tink_decrypt(base64.b64decode(key), data) == paths["notes.txt"].read_bytes()
+
+    # Delete, after a confirmation the person accepts.
+    page.once("dialog", lambda dialog: dialog.accept())
+    row(page, "notes.txt").locator("button[data-action=delete]").click()
+    row(page, "notes.txt").wait_for(state="detached")
+    status, _ = api(server, "GET", f"/files/{listed['notes.txt']['id']}/info", token)
+    assert status == 404
+
+
+@pytest.fixture(scope="module")
+def browser_memory_report() -> Iterator[dict[str, Any]]:
+    """The browser's memory during the 200 MiB decrypt, kept as an artefact for the notes."""
+    report: dict[str, Any] = {}
+    yield report
+    if report:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "browser-memory.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def expect_state(page: Page, where: str, name: str, state: str, timeout: float = 60) -> None:
+    item = transfer(page, where, name)
+    deadline = time.monotonic() + timeout
+    while item.get_attribute("data-state") != state:
+        current = item.get_attribute("data-state")
+        assert current in (None, "running") or current == state, item.text_content()
+        assert time.monotonic() < deadline, f"{name} not {state}: {item.text_content()}"
+        page.wait_for_timeout(100)
+
+
+# -- what must not happen -----------------------------------------------------------------------
+
+
+def test_another_user_sees_nothing_and_cannot_decrypt(open_page: OpenPage, server: Server) -> None:
+    owner = new_token(server, "owner1")
+    status, body = api(server, "POST", "/upload", owner, b"the owner's secret")
+    assert status == 201
+    file_id = body.decode()
+
+    page = open_page().page
+    register(page, "intruder1")
+    page.wait_for_selector("#files-empty:not([hidden])")
+    assert page.locator("#files tbody tr").count() == 0
+
+    # The id typed in changes nothing: the page answers as for an unknown id.
+    page.fill("#open-id", file_id)
+    page.click("#open-form button[type=submit]")
+    page.wait_for_selector("#alert:not([hidden])")
+    assert page.text_content("#alert") == "No such file in your account."
+    assert page.locator("#files tbody tr").count() == 0
+    screenshot(page, "not-yours")
+    # Nor can the page's own code get the key: the API answers 404, as for an unknown id.
+    statuses = page.evaluate(
+        """async (id) => {
+          const headers = {"x-access-tokens": sessionStorage.getItem("cryptofiles.token")};
+          const key = await fetch(`/files/${id}/key`, {headers});
+          const info = await fetch(`/files/${id}/info`, {headers});
+          const unknown = await fetch(`/files/${crypto.randomUUID()}/key`, {headers});
+          return [key.status, info.status, unknown.status, await key.text() === await unknown.text()];
+        }""",
+        file_id,
+    )
+    assert statuses == [404, 404, 404, True]
+
+
+def test_logout_revokes_the_token(open_page: OpenPage, server: Server) -> None:
+    page = open_page().page
+    register(page, "leaver1")
+    token = token_of(page)
+    assert api(server, "GET", "/test_login", token)[0] == 200
+    page.click("#logout")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert "revoked" in page.text_content("#notice")
+    assert page.evaluate("sessionStorage.length") == 0
+    assert api(server, "GET", "/test_login", token)[0] == 401
+
+
+def test_a_revoked_token_returns_to_the_login_form(open_page: OpenPage, server: Server) -> None:
+    page = open_page().page
+    register(page, "expiring1")
+    api(server, "POST", "/logout", token_of(page))  # as if it had expired: the API answers 401
+    page.click("#refresh")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert page.text_content("#alert") == "Your session has ended: please log in again."
+    assert page.evaluate("sessionStorage.length") == 0
+    log_in(page, "expiring1")  # and logging in again works
+    assert page.text_content("#user-name") == "expiring1"
+
+
+def test_a_cancelled_upload_stores_nothing(
+    open_page: OpenPage, server: Server, tmp_path: Path
+) -> None:
+    path = write_file(tmp_path / "cancelled.bin", 64 * MiB)
+    page = open_page().page
+    register(page, "canceller1")
+    token = token_of(page)
+    before = stored_counts(server)
+    # A slow uplink, so that the upload is surely under way when it is cancelled.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 4 * MiB},
+    )
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_function(
+        "() => window.__progress.some(([name, value]) => name === 'cancelled.bin' && value > 0.05)"
+    )
+    transfer(page, "uploads", "cancelled.bin").locator(".cancel").click()
+    expect_state(page, "uploads", "cancelled.bin", "cancelled")
+    detail = transfer(page, "uploads", "cancelled.bin").locator(".detail").text_content()
+    assert detail == "Cancelled: nothing was stored."
+    # The server sees the connection end and discards what it had; nothing is listed or left.
+    deadline = time.monotonic() + 30
+    while stored_counts(server) != before:
+        assert time.monotonic() < deadline, (before, stored_counts(server))
+        time.sleep(0.2)
+    assert json.loads(api(server, "GET", "/files", token)[1])["files"] == []
+
+
+def stored_counts(server: Server) -> tuple[int, int]:
+    client = server.database()
+    try:
+        db = client["cryptofiles"]
+        return db.files.count_documents({}), db["ciphertext.chunks"].count_documents({})
+    finally:
+        client.close()
+
+
+def test_a_tampered_file_fails_clearly_and_saves_nothing(
+    open_page: OpenPage, server: Server
+) -> None:
+    token = new_token(server, "tampered1")
+    status, body = api(server, "POST", "/upload", token, os.urandom(3 * MiB))
+    assert status == 201
+    file_id = body.decode()
+    client = server.database()
+    try:  # one flipped bit in the middle of segment 1, as storage corruption or an attacker would
+        chunks = client["cryptofiles"]["ciphertext.chunks"]
+        chunk = chunks.find_one({"files_id": file_id, "n": 1})
+        data = bytearray(chunk["data"])
+        data[len(data) // 2] ^= 1
+        chunks.update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})
+    finally:
+        client.close()
+
+    page = open_page().page
+    log_in(page, "tampered1", "password1")
+    with page.expect_download() as started:
+        row(page, file_id).locator("button[data-action=decrypt]").click()
+    expect_state(page, "downloads", file_id, "failed")
+    assert started.value.failure() is not None  # the browser keeps no file under the name
+    message = transfer(page, "downloads", file_id).locator(".detail").text_content()
+    assert "failed its integrity check (segment 1)" in message
+    assert "integrity check" in page.text_content("#alert")
+    screenshot(page, "tampered")
+
+
+# -- where the service worker cannot help -------------------------------------------------------
+
+
+def test_without_a_service_worker_small_files_decrypt_through_memory(
+    open_page: OpenPage, server: Server
+) -> None:
+    token = new_token(server, "noworker1")
+    payload = os.urandom(2 * MiB + 5)
+    status, body = api(server, "POST", "/upload", token, payload)
+    assert status == 201
+    file_id = body.decode()
+    page = open_page(service_workers="block").page
+    log_in(page, "noworker1", "password1")
+    saved = download(page, file_id)
+    assert saved.failure() is None
+    assert Path(saved.path()).read_bytes() == payload
+    expect_state(page, "downloads", file_id, "done")
+
+
+# -- the policy, the keyboard and a phone's width -----------------------------------------------
+
+
+def test_the_policy_is_enforced_and_the_page_keeps_to_it(open_page: OpenPage) -> None:
+    watched = open_page()
+    page = watched.page
+    # Inline script injected into the page does not run, and the browser reports it: proof that
+    # the policy is enforced and that the watch (which fails every test on a violation) works.
+    page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.__inlineRan = true";
+          document.body.append(script);
+        }"""
+    )
+    page.wait_for_function("() => window.__cspViolations.length > 0")
+    assert page.evaluate("window.__inlineRan") is None
+    assert any("script-src" in v for v in watched.violations())
+    page.evaluate("window.__cspViolations.length = 0")
+    watched.console.clear()
+
+
+def test_keyboard_only_at_a_phone_width(open_page: OpenPage, server: Server) -> None:
+    token = new_token(server, "keyboard1")
+    name = "a-rather-long-file-name-that-a-phone-must-wrap-somewhere.pdf"
+    response, _ = server.request(
+        "POST", "/upload", b"%PDF", {"x-access-tokens": token, "X-File-Name": name}
+    )
+    assert response.status == 201
+    page = open_page(viewport={"width": 360, "height": 740}).page
+    assert_fits(page)
+    assert page.evaluate("document.activeElement.id") == "login-name"
+    # Every control has a label.
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll("input")].filter((i) => i.labels.length === 0)
+             .map((i) => i.id)"""
+    )
+    assert unlabelled == []
+    # A wrong password, then the right one, from the keyboard alone.
+    page.keyboard.type("keyboard1")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "login-password"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # the focus is visible
+    page.keyboard.type("not the password")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#alert:not([hidden])")
+    assert page.text_content("#alert")
+    page.fill("#login-password", "password1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#workspace:not([hidden])")
+    row(page, name).wait_for()
+    assert_fits(page)
+    screenshot(page, "phone")
+
+
+def assert_fits(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the page is {width} px wide at 360 px"
