@@ -30,6 +30,8 @@ pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(os.environ.get("CRYPTOFILES_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
 PASSWORD = "correct horse battery"
+# Limits low enough for the refusals to be reached, high enough for the 200 MiB file.
+SERVER_ENV = {"RATE_LIMIT_KEYS": "20/minute", "MAX_UPLOAD_BYTES": str(210 << 20)}
 
 # Runs in every page and frame before the page's own scripts: the policy's violations and every
 # change of a progress bar, kept where the test can read them.
@@ -79,7 +81,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("page"))
+    server = Server(tmp_path_factory.mktemp("page"), SERVER_ENV)
     yield server
     server.stop()
 

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -337,6 +338,59 @@ def test_a_tampered_file_fails_clearly_and_saves_nothing(
     assert "failed its integrity check (segment 1)" in message
     assert "integrity check" in page.text_content("#alert")
     screenshot(page, "tampered")
+
+
+def test_refusals_read_as_sentences(open_page: OpenPage, server: Server, tmp_path: Path) -> None:
+    token = new_token(server, "greedy1")
+    status, body = api(server, "POST", "/upload", token, b"x")
+    assert status == 201
+    file_id = body.decode()
+    for _ in range(20):  # RATE_LIMIT_KEYS, spent through the API
+        api(server, "GET", f"/files/{file_id}/key", token)
+    page = open_page().page
+    log_in(page, "greedy1", "password1")
+    row(page, file_id).locator("button[data-action=key]").click()
+    page.wait_for_selector("#alert:not([hidden])")
+    assert re.fullmatch(
+        r"Too many attempts\. Try again in [1-9]\d* s\.", page.text_content("#alert")
+    )
+    assert page.is_hidden("#key-panel")
+
+    # A file over MAX_UPLOAD_BYTES: refused before it is sent, and said so.
+    too_big = tmp_path / "too-big.iso"
+    with too_big.open("wb") as sparse:
+        sparse.truncate((210 << 20) + 1)
+    page.set_input_files("#file-input", str(too_big))
+    expect_state(page, "uploads", "too-big.iso", "failed")
+    detail = transfer(page, "uploads", "too-big.iso").locator(".detail").text_content()
+    assert detail == f"The file is larger than the limit of {210 << 20} bytes."
+    assert json.loads(api(server, "GET", "/files", token)[1])["files"][0]["id"] == file_id
+
+
+def test_a_download_cut_short_fails_clearly_and_saves_nothing(
+    open_page: OpenPage, server: Server
+) -> None:
+    token = new_token(server, "truncated1")
+    status, body = api(server, "POST", "/upload", token, os.urandom(3 * MiB))
+    assert status == 201
+    file_id = body.decode()
+    client = server.database()
+    try:  # the last segment lost: the server's answer ends early, as a dropped connection does
+        deleted = client["cryptofiles"]["ciphertext.chunks"].delete_one(
+            {"files_id": file_id, "n": 3}
+        )
+        assert deleted.deleted_count == 1
+    finally:
+        client.close()
+
+    page = open_page().page
+    log_in(page, "truncated1", "password1")
+    with page.expect_download() as started:
+        row(page, file_id).locator("button[data-action=decrypt]").click()
+    expect_state(page, "downloads", file_id, "failed")
+    assert started.value.failure() is not None
+    message = transfer(page, "downloads", file_id).locator(".detail").text_content()
+    assert message == "The connection was cut during the download; nothing was saved. Try again."
 
 
 # -- where the service worker cannot help -------------------------------------------------------

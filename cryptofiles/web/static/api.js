@@ -32,8 +32,9 @@ const FALLBACK_MESSAGES = {
 // The message for an answer: the API's own explanation (RFC 9457 "detail") when it gave one, with
 // how long to wait when it said so.
 export function describe(status, detail, retryAfter) {
-  let message = detail || FALLBACK_MESSAGES[status] || `The server answered ${status}.`;
-  if (status === 404) message = FALLBACK_MESSAGES[404]; // the API's wording is for curl users
+  // For these the API's wording speaks to curl users ("retry after Retry-After seconds").
+  const ours = status === 404 || status === 429 || status === 503;
+  let message = (!ours && detail) || FALLBACK_MESSAGES[status] || `The server answered ${status}.`;
   if (retryAfter !== null) message += ` Try again in ${retryAfter} s.`;
   return message;
 }

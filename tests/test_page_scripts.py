@@ -1,4 +1,7 @@
-"""The page's in-browser decryptor (``cryptofiles/web/static/decrypt.js``) against Tink's output.
+"""The page's scripts under Node's test runner: the decryptor against Tink's output, and the API
+client's messages (``tests/js/api.test.mjs``).
+
+The decryptor (``cryptofiles/web/static/decrypt.js``):
 
 Tink, an implementation we did not write, encrypts plaintexts of every size class into a folder,
 with a ``manifest.json`` saying what each one must decrypt to; then Node's test runner runs
@@ -140,18 +143,17 @@ def test_vectors_decrypt_with_our_crypto(vectors: Path) -> None:
     assert any(key is None for _, key in manifest["key_texts"])
 
 
-def test_decryptor_passes_its_node_tests(vectors: Path) -> None:
+def run_node_tests(script: Path, env: dict[str, str] | None = None) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.fail(
-            "node is not installed: the page's decryptor is tested with Node's test runner "
+            "node is not installed: the page's scripts are tested with Node's test runner "
             "(Node 20 or newer, e.g. `apt-get install nodejs`)"
         )
-    env = {**os.environ, "CRYPTOFILES_VECTORS": str(vectors)}
     result = subprocess.run(
-        [node, "--test", str(JS_TESTS)],
+        [node, "--test", str(script)],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -160,3 +162,11 @@ def test_decryptor_passes_its_node_tests(vectors: Path) -> None:
     assert result.returncode == 0, (
         f"node --test failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     )
+
+
+def test_decryptor_passes_its_node_tests(vectors: Path) -> None:
+    run_node_tests(JS_TESTS, {"CRYPTOFILES_VECTORS": str(vectors)})
+
+
+def test_api_client_passes_its_node_tests() -> None:
+    run_node_tests(ROOT / "tests" / "js" / "api.test.mjs")
