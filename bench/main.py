@@ -32,6 +32,7 @@ from bench.ceilings import encrypt_row, sink_rows
 from bench.common import BENCH, log
 from bench.harness import dir_size, machine_info
 from bench.memory import rss_rows
+from bench.page import page_rows
 from bench.report import ordered, print_table, write_results
 from bench.scale import scale_rows
 from bench.session import Bench
@@ -66,6 +67,7 @@ def run(bench: Bench) -> None:
         bench.stop_server()
     # Each on a server and database of its own: what they store must not slow the rows above,
     # and what they measure depends on what exactly is stored.
+    page_rows(bench)
     stored_upload_row(bench)
     scale_rows(bench)
     encrypt_row(bench)

@@ -17,7 +17,8 @@ ORDER = [
     "rss_upload_1GiB", "rss_download_1GiB", "small_upload_4KiB_c16", "key_fetch_c16",
     "small_upload_4KiB_c16_1000stored", "flat_chunk_read_1MiB", "flat_download_8MiB",
     "flat_key_fetch", "flat_small_upload_4KiB", "flat_list_files", "range_1KiB_of_1GiB",
-    "range_plaintext_1KiB_of_1GiB", "db_rss_download_1GiB",
+    "range_plaintext_1KiB_of_1GiB", "db_rss_download_1GiB", "page_upload_2GiB",
+    "page_upload_2GiB_browser_rss", "page_decrypt_2GiB", "page_decrypt_2GiB_browser_rss",
     "encrypt_only", "http_sink_512MiB", "http_encrypt_sink_512MiB", "http_source_512MiB",
 ]  # fmt: skip
 
