@@ -212,6 +212,44 @@ def expect_state(page: Page, where: str, name: str, state: str, timeout: float =
         page.wait_for_timeout(100)
 
 
+def test_the_list_pages_with_the_cursor_and_dropped_files_upload(
+    open_page: OpenPage, server: Server
+) -> None:
+    token = new_token(server, "pager1")
+    for n in range(21):  # one more than the page's page of 20
+        response, _ = server.request(
+            "POST", "/upload", b"x" * (n + 1), {"x-access-tokens": token, "X-File-Name": f"f{n:02}.txt"}
+        )
+        assert response.status == 201
+    page = open_page().page
+    log_in(page, "pager1", "password1")
+    page.wait_for_selector("#more:not([hidden])")
+    assert page.locator("#files tbody tr").count() == 20
+    assert row(page, "f00.txt").count() == 0  # newest first: the oldest is on the next page
+    page.click("#more")
+    row(page, "f00.txt").wait_for()
+    assert page.locator("#files tbody tr").count() == 21
+    assert page.is_hidden("#more")
+
+    # Files dropped on the drop zone upload like picked ones.
+    page.evaluate(
+        """() => {
+          const data = new DataTransfer();
+          data.items.add(new File(["dropped one"], "dropped.txt", { type: "text/plain" }));
+          const zone = document.getElementById("drop-zone");
+          zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+        }"""
+    )
+    expect_state(page, "uploads", "dropped.txt", "done")
+    row(page, "dropped.txt").wait_for()
+    listed = json.loads(api(server, "GET", "/files?limit=1", token)[1])["files"][0]
+    assert (listed["name"], listed["size"], listed["content_type"]) == (
+        "dropped.txt",
+        11,
+        "text/plain",
+    )
+
+
 # -- what must not happen -----------------------------------------------------------------------
 
 
@@ -290,6 +328,9 @@ def test_a_cancelled_upload_stores_nothing(
     page.wait_for_function(
         "() => window.__progress.some(([name, value]) => name === 'cancelled.bin' && value > 0.05)"
     )
+    # Progress shows how much, of how much, and how fast.
+    detail = transfer(page, "uploads", "cancelled.bin").locator(".detail").text_content()
+    assert re.fullmatch(r"[\d.]+ (KiB|MiB) of 64\.0 MiB · [\d.]+ (bytes|KiB|MiB)/s", detail), detail
     transfer(page, "uploads", "cancelled.bin").locator(".cancel").click()
     expect_state(page, "uploads", "cancelled.bin", "cancelled")
     detail = transfer(page, "uploads", "cancelled.bin").locator(".detail").text_content()
