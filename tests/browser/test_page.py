@@ -218,7 +218,10 @@ def test_the_list_pages_with_the_cursor_and_dropped_files_upload(
     token = new_token(server, "pager1")
     for n in range(21):  # one more than the page's page of 20
         response, _ = server.request(
-            "POST", "/upload", b"x" * (n + 1), {"x-access-tokens": token, "X-File-Name": f"f{n:02}.txt"}
+            "POST",
+            "/upload",
+            b"x" * (n + 1),
+            {"x-access-tokens": token, "X-File-Name": f"f{n:02}.txt"},
         )
         assert response.status == 201
     page = open_page().page
@@ -285,16 +288,44 @@ def test_another_user_sees_nothing_and_cannot_decrypt(open_page: OpenPage, serve
     assert statuses == [404, 404, 404, True]
 
 
-def test_logout_revokes_the_token(open_page: OpenPage, server: Server) -> None:
+def test_logout_revokes_the_token_and_stops_uploads(
+    open_page: OpenPage, server: Server, tmp_path: Path
+) -> None:
     page = open_page().page
     register(page, "leaver1")
     token = token_of(page)
     assert api(server, "GET", "/test_login", token)[0] == 200
+    before = stored_counts(server)
+    slow_uplink(page)
+    page.set_input_files("#file-input", str(write_file(tmp_path / "going.bin", 32 * MiB)))
+    page.wait_for_function(
+        "() => window.__progress.some(([name, value]) => name === 'going.bin' && value > 0)"
+    )
     page.click("#logout")
     page.wait_for_selector("#signin:not([hidden])")
     assert "revoked" in page.text_content("#notice")
     assert page.evaluate("sessionStorage.length") == 0
     assert api(server, "GET", "/test_login", token)[0] == 401
+    assert transfer(page, "uploads", "going.bin").get_attribute("data-state") == "cancelled"
+    wait_for_counts(server, before)
+
+
+def slow_uplink(page: Page) -> None:
+    """A 4 MiB/s uplink, so that an upload is surely under way when the test acts on it."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 4 * MiB},
+    )
+
+
+def wait_for_counts(server: Server, expected: tuple[int, int]) -> None:
+    """The server sees the connection end and discards what it had; wait until it has."""
+    deadline = time.monotonic() + 30
+    while stored_counts(server) != expected:
+        assert time.monotonic() < deadline, (expected, stored_counts(server))
+        time.sleep(0.2)
 
 
 def test_a_revoked_token_returns_to_the_login_form(open_page: OpenPage, server: Server) -> None:
@@ -317,13 +348,7 @@ def test_a_cancelled_upload_stores_nothing(
     register(page, "canceller1")
     token = token_of(page)
     before = stored_counts(server)
-    # A slow uplink, so that the upload is surely under way when it is cancelled.
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 4 * MiB},
-    )
+    slow_uplink(page)
     page.set_input_files("#file-input", str(path))
     page.wait_for_function(
         "() => window.__progress.some(([name, value]) => name === 'cancelled.bin' && value > 0.05)"
@@ -335,11 +360,7 @@ def test_a_cancelled_upload_stores_nothing(
     expect_state(page, "uploads", "cancelled.bin", "cancelled")
     detail = transfer(page, "uploads", "cancelled.bin").locator(".detail").text_content()
     assert detail == "Cancelled: nothing was stored."
-    # The server sees the connection end and discards what it had; nothing is listed or left.
-    deadline = time.monotonic() + 30
-    while stored_counts(server) != before:
-        assert time.monotonic() < deadline, (before, stored_counts(server))
-        time.sleep(0.2)
+    wait_for_counts(server, before)
     assert json.loads(api(server, "GET", "/files", token)[1])["files"] == []
 
 

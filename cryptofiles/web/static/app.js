@@ -91,11 +91,17 @@ function showWorkspace() {
   loadFiles().catch(fail);
 }
 
-function signOut(message) {
+// Leaving the session: nothing of it stays on screen, and no upload goes on in its name.
+function leave() {
+  stopUploads();
   session.clear();
   clearFiles();
   hideKey();
   showSignin();
+}
+
+function signOut(message) {
+  leave();
   warn(message);
 }
 
@@ -153,10 +159,7 @@ $("logout").addEventListener("click", async () => {
       return;
     }
   }
-  session.clear();
-  clearFiles();
-  hideKey();
-  showSignin();
+  leave();
   notify("Logged out. The token is revoked.");
 });
 
@@ -164,6 +167,15 @@ $("logout").addEventListener("click", async () => {
 
 const uploadQueue = [];
 let uploading = false;
+let current = null; // the job being uploaded
+
+function stopUploads() {
+  for (const job of uploadQueue.splice(0)) {
+    job.cancelled = true;
+    job.view.end("Cancelled: nothing was stored.", "cancelled");
+  }
+  if (current?.cancel) current.cancel();
+}
 
 function transferItem(list, name) {
   const item = $("transfer-template").content.firstElementChild.cloneNode(true);
@@ -203,10 +215,11 @@ function enqueueUploads(files) {
 async function runUploads() {
   uploading = true;
   while (uploadQueue.length) {
-    const job = uploadQueue.shift();
-    if (job.cancelled) continue;
-    await uploadOne(job);
+    current = uploadQueue.shift();
+    if (current.cancelled) continue;
+    await uploadOne(current);
   }
+  current = null;
   uploading = false;
 }
 
