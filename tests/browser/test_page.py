@@ -130,6 +130,10 @@ def test_the_whole_job_from_the_page(
     screenshot(page, "signin")
     register(page, "alice")
     assert page.text_content("#user-name") == "alice"
+    page.click("#logout")  # and back in through the login form
+    page.wait_for_selector("#signin:not([hidden])")
+    log_in(page, "alice")
+    assert page.text_content("#user-name") == "alice"
 
     # Three files at once; the page uploads them one after another, each with its progress.
     page.set_input_files("#file-input", [str(p) for p in paths.values()])

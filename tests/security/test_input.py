@@ -366,6 +366,13 @@ def test_bidirectional_controls_in_file_names_are_400(
         "/docs/..\\..\\..\\flask_swagger_ui\\__init__.py",
         "/docs//etc/passwd",
         "/docs/%00",
+        "/app/../page.py",
+        "/app/..%2fpage.py",
+        "/app/%2e%2e/config.py",
+        "/app/..%2f..%2fconfig.py",
+        "/app/..\\page.py",
+        "/app/%00",
+        "/app/.",
     ],
 )
 def test_asset_routes_serve_nothing_outside_their_folder(target: Target, path: str) -> None:
@@ -375,12 +382,16 @@ def test_asset_routes_serve_nothing_outside_their_folder(target: Target, path: s
     assert b"root:" not in response.data and b"import " not in response.data
 
 
-def test_the_asset_route_does_serve_its_folder(target: Target) -> None:
+def test_the_asset_routes_do_serve_their_folders(target: Target) -> None:
     """The control for the traversal attempts above."""
-    response = target.client.get("/docs/swagger-ui.css")
-    response.close()
-    assert response.status_code == 200
-    assert not (Path(target.app.root_path) / "static").exists()  # /static/ has nothing to serve
+    for path in ("/docs/swagger-ui.css", "/app/app.js"):
+        response = target.client.get(path)
+        response.close()
+        assert response.status_code == 200, path
+    # The page's folder is web/static/, but Flask's own /static/ route is off: it is served only
+    # under /app/, with the page's security headers.
+    assert (Path(target.app.root_path) / "static" / "app.js").exists()
+    assert target.client.get("/static/app.js").status_code == 404
 
 
 # -- oversized requests over real HTTP --------------------------------------------------------------
