@@ -7,9 +7,10 @@ the ``*_browser_rss`` rows are the growth of the summed RSS of every Chromium pr
 2 GiB transfer (goal: at most 128 MiB, against the 2048 MiB that holding the file would add). The
 decrypting renderer's floor is V8's: every segment allocates fresh buffers (the network's chunks,
 the segment, WebCrypto's output), which the engine collects in batches, so about 90-100 MiB of
-garbage comes and goes whatever the size (measured: +91 MiB for 256 MiB, +106 MiB for 2 GiB). The throughput rows compare the page with the same transfer
-over plain HTTP by the bench's own client in the same run (which does no decryption: the ratio
-shows what the browser's WebCrypto and streams cost).
+garbage comes and goes whatever the size (measured: +91 MiB for 256 MiB, +106 MiB for 2 GiB).
+The throughput rows compare the page with the same transfer over plain HTTP by the bench's own
+client in the same run (which does no decryption: the ratio shows what the browser's WebCrypto and
+streams cost).
 """
 
 from __future__ import annotations

@@ -63,6 +63,33 @@ def api(server: Server, method: str, path: str, token: str, body: bytes | None =
     return response.status, data
 
 
+def upload(server: Server, token: str, data: bytes, name: str | None = None) -> str:
+    """Upload through the API, as curl would: the new file's id."""
+    headers = {"x-access-tokens": token, **({"X-File-Name": name} if name else {})}
+    response, body = server.request("POST", "/upload", data, headers)
+    assert response.status == 201, body
+    return str(body.decode())
+
+
+@contextmanager
+def chunks_of(server: Server) -> Iterator[Any]:
+    """The launcher's ciphertext.chunks collection, to damage a stored file as storage might."""
+    client = server.database()
+    try:
+        yield client["cryptofiles"]["ciphertext.chunks"]
+    finally:
+        client.close()
+
+
+def failed_download(page: Page, file_id: str) -> str:
+    """Start decrypting ``file_id`` and expect it to fail: the message the page shows for it."""
+    with page.expect_download() as started:
+        row(page, file_id).locator("button[data-action=decrypt]").click()
+    expect_state(page, "downloads", file_id, "failed")
+    assert started.value.failure() is not None  # the browser keeps no file under the name
+    return str(transfer(page, "downloads", file_id).locator(".detail").text_content())
+
+
 def row(page: Page, name: str) -> Any:
     return page.locator("#files tbody tr", has_text=name)
 
@@ -221,13 +248,7 @@ def test_the_list_pages_with_the_cursor_and_dropped_files_upload(
 ) -> None:
     token = new_token(server, "pager1")
     for n in range(21):  # one more than the page's page of 20
-        response, _ = server.request(
-            "POST",
-            "/upload",
-            b"x" * (n + 1),
-            {"x-access-tokens": token, "X-File-Name": f"f{n:02}.txt"},
-        )
-        assert response.status == 201
+        upload(server, token, b"x" * (n + 1), f"f{n:02}.txt")
     page = open_page().page
     log_in(page, "pager1", "password1")
     page.wait_for_selector("#more:not([hidden])")
@@ -261,10 +282,7 @@ def test_the_list_pages_with_the_cursor_and_dropped_files_upload(
 
 
 def test_another_user_sees_nothing_and_cannot_decrypt(open_page: OpenPage, server: Server) -> None:
-    owner = new_token(server, "owner1")
-    status, body = api(server, "POST", "/upload", owner, b"the owner's secret")
-    assert status == 201
-    file_id = body.decode()
+    file_id = upload(server, new_token(server, "owner1"), b"the owner's secret")
 
     page = open_page().page
     register(page, "intruder1")
@@ -381,26 +399,16 @@ def test_a_tampered_file_fails_clearly_and_saves_nothing(
     open_page: OpenPage, server: Server
 ) -> None:
     token = new_token(server, "tampered1")
-    status, body = api(server, "POST", "/upload", token, os.urandom(3 * MiB))
-    assert status == 201
-    file_id = body.decode()
-    client = server.database()
-    try:  # one flipped bit in the middle of segment 1, as storage corruption or an attacker would
-        chunks = client["cryptofiles"]["ciphertext.chunks"]
+    file_id = upload(server, token, os.urandom(3 * MiB))
+    with chunks_of(server) as chunks:  # one flipped bit in segment 1, as corruption or an attacker
         chunk = chunks.find_one({"files_id": file_id, "n": 1})
         data = bytearray(chunk["data"])
         data[len(data) // 2] ^= 1
         chunks.update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})
-    finally:
-        client.close()
 
     page = open_page().page
     log_in(page, "tampered1", "password1")
-    with page.expect_download() as started:
-        row(page, file_id).locator("button[data-action=decrypt]").click()
-    expect_state(page, "downloads", file_id, "failed")
-    assert started.value.failure() is not None  # the browser keeps no file under the name
-    message = transfer(page, "downloads", file_id).locator(".detail").text_content()
+    message = failed_download(page, file_id)
     assert "failed its integrity check (segment 1)" in message
     assert "integrity check" in page.text_content("#alert")
     screenshot(page, "tampered")
@@ -408,9 +416,7 @@ def test_a_tampered_file_fails_clearly_and_saves_nothing(
 
 def test_refusals_read_as_sentences(open_page: OpenPage, server: Server, tmp_path: Path) -> None:
     token = new_token(server, "greedy1")
-    status, body = api(server, "POST", "/upload", token, b"x")
-    assert status == 201
-    file_id = body.decode()
+    file_id = upload(server, token, b"x")
     for _ in range(20):  # RATE_LIMIT_KEYS, spent through the API
         api(server, "GET", f"/files/{file_id}/key", token)
     page = open_page().page
@@ -437,25 +443,13 @@ def test_a_download_cut_short_fails_clearly_and_saves_nothing(
     open_page: OpenPage, server: Server
 ) -> None:
     token = new_token(server, "truncated1")
-    status, body = api(server, "POST", "/upload", token, os.urandom(3 * MiB))
-    assert status == 201
-    file_id = body.decode()
-    client = server.database()
-    try:  # the last segment lost: the server's answer ends early, as a dropped connection does
-        deleted = client["cryptofiles"]["ciphertext.chunks"].delete_one(
-            {"files_id": file_id, "n": 3}
-        )
-        assert deleted.deleted_count == 1
-    finally:
-        client.close()
+    file_id = upload(server, token, os.urandom(3 * MiB))
+    with chunks_of(server) as chunks:  # the last segment lost: the answer ends early, as a cut does
+        assert chunks.delete_one({"files_id": file_id, "n": 3}).deleted_count == 1
 
     page = open_page().page
     log_in(page, "truncated1", "password1")
-    with page.expect_download() as started:
-        row(page, file_id).locator("button[data-action=decrypt]").click()
-    expect_state(page, "downloads", file_id, "failed")
-    assert started.value.failure() is not None
-    message = transfer(page, "downloads", file_id).locator(".detail").text_content()
+    message = failed_download(page, file_id)
     assert message == "The connection was cut during the download; nothing was saved. Try again."
 
 
@@ -467,9 +461,7 @@ def test_without_a_service_worker_small_files_decrypt_through_memory(
 ) -> None:
     token = new_token(server, "noworker1")
     payload = os.urandom(2 * MiB + 5)
-    status, body = api(server, "POST", "/upload", token, payload)
-    assert status == 201
-    file_id = body.decode()
+    file_id = upload(server, token, payload)
     page = open_page(service_workers="block").page
     log_in(page, "noworker1", "password1")
     saved = download(page, file_id)
@@ -503,10 +495,7 @@ def test_the_policy_is_enforced_and_the_page_keeps_to_it(open_page: OpenPage) ->
 def test_keyboard_only_at_a_phone_width(open_page: OpenPage, server: Server) -> None:
     token = new_token(server, "keyboard1")
     name = "a-rather-long-file-name-that-a-phone-must-wrap-somewhere.pdf"
-    response, _ = server.request(
-        "POST", "/upload", b"%PDF", {"x-access-tokens": token, "X-File-Name": name}
-    )
-    assert response.status == 201
+    upload(server, token, b"%PDF", name)
     page = open_page(viewport={"width": 360, "height": 740}).page
     assert_fits(page)
     assert page.evaluate("document.activeElement.id") == "login-name"
