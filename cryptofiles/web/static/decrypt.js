@@ -26,7 +26,7 @@ export const SEGMENT_SIZE = 1 << 20;
 export const HEADER_SIZE = 40;
 export const TAG_SIZE = 16;
 
-const KEY_SIZE = 32;
+export const KEY_SIZE = 32;
 const SALT_SIZE = 32;
 const FIRST_CIPHER = SEGMENT_SIZE - HEADER_SIZE; // ciphertext of a full segment 0, header excluded
 const MAX_SEGMENTS = 2 ** 32; // the index is a uint32 in the nonce; beyond it nonces would repeat
