@@ -39,7 +39,9 @@ def account(client: FlaskClient, token: str) -> dict[str, Any]:
     return response.json  # type: ignore[no-any-return]
 
 
-def fetch_key(client: FlaskClient, token: str, file_id: str, query: str = "", **headers: str) -> Any:
+def fetch_key(
+    client: FlaskClient, token: str, file_id: str, query: str = "", **headers: str
+) -> Any:
     response = client.get(f"/files/{file_id}/key{query}", headers={**auth(token), **headers})
     assert response.headers.get("Cache-Control") == "no-store" or response.status_code != 200
     return response
@@ -168,7 +170,9 @@ def test_require_sealed_left_out_keeps_the_current_rule(
 # -- the key route --------------------------------------------------------------------------------
 
 
-def test_without_recipients_the_answer_is_the_seeds(client: FlaskClient, accounts: Accounts) -> None:
+def test_without_recipients_the_answer_is_the_seeds(
+    client: FlaskClient, accounts: Accounts
+) -> None:
     token = accounts.token("alice")
     file_id = upload(client, token, b"plain old answer")["id"]
     text = fetch_key(client, token, file_id)
@@ -261,7 +265,10 @@ def test_removing_every_recipient_returns_to_the_plain_key(
 
 def test_recipients_are_per_user(client: FlaskClient, accounts: Accounts) -> None:
     alice, bob = accounts.token("alice"), accounts.token("bob")
-    (alice_identity, alice_recipient), (bob_identity, bob_recipient) = new_identity(), new_identity()
+    (alice_identity, alice_recipient), (bob_identity, bob_recipient) = (
+        new_identity(),
+        new_identity(),
+    )
     put_recipients(client, alice, {"recipients": [alice_recipient]})
     put_recipients(client, bob, {"recipients": [bob_recipient], "require_sealed": True})
     alices_file = upload(client, alice, b"alice's")["id"]
