@@ -231,3 +231,13 @@ def test_cli_unseals_with_a_stock_identity_and_says_when_it_cannot(
         server, "GET", f"/files/{file_id}/key", token)[1])).decode() == key  # fmt: skip
     client.run("download", file_id, "--decrypt", "--identity", str(identity), "-o", "y.bin")
     assert (client.cwd / "y.bin").read_bytes() == b"sealed to a stock identity"
+
+
+def test_age_ensure_is_quick_and_needs_no_go_once_installed(age: dict[str, Path]) -> None:
+    """make test runs `python -m cryptofiles.dev.age ensure` every time: once installed, it only
+    checks the pinned version (no Go on PATH needed), and reports a wrong or missing install."""
+    environ = {"PATH": "", "CRYPTOFILES_TOOLS_DIR": str(age["age"].parent.parent.parent)}
+    assert age_tools.ensure(environ) == age
+    assert run(age["age"], "--version").decode().strip() == age_tools.AGE_VERSION
+    with pytest.raises(age_tools.MissingAge, match="make age"):
+        age_tools.ensure({"PATH": "", "CRYPTOFILES_TOOLS_DIR": "/nonexistent-tools"})

@@ -16,6 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 from pyrage import x25519
 
+from cryptofiles import crypto
 from cryptofiles.keys import MAX_RECIPIENTS
 from tests.support.api import JSON, Accounts, auth, upload
 
@@ -296,3 +297,55 @@ def test_account_answers_hold_no_secret(client: FlaskClient, accounts: Accounts)
     doc = json.loads(put.data)
     assert "password_hash" not in doc and token not in put.text
     assert "scrypt" not in client.get("/account", headers=auth(token)).text
+
+
+def test_a_sealing_rule_without_recipients_in_the_database_refuses_the_plain_key(
+    client: FlaskClient, accounts: Accounts, db: Any
+) -> None:
+    """Fail closed: the routes never store require_sealed without a recipient, but a record edited
+    by hand (or by a later bug) must not turn "sealed only" into "plain"."""
+    token = accounts.token("alice")
+    file_id = upload(client, token, b"fail closed")["id"]
+    db.users.update_one({"name": "alice"}, {"$set": {"require_sealed": True, "recipients": []}})
+    for query in ("", "?plain=1"):
+        refused = fetch_key(client, token, file_id, query)
+        assert refused.status_code == 403, query
+        assert refused.text.startswith("This account requires sealed key delivery")
+
+
+# -- crypto.sealing on its own ---------------------------------------------------------------------
+
+
+def test_parse_recipient_takes_x25519_recipients_only() -> None:
+    _, recipient = new_identity()
+    assert crypto.parse_recipient(recipient.upper()) == recipient
+    assert crypto.parse_recipient(f"\t{recipient} \n") == recipient
+    broken = recipient[:-1] + ("q" if recipient[-1] != "q" else "p")  # a wrong checksum
+    identity = str(x25519.Identity.generate())
+    for text in ("", "age1", broken, identity, "ssh-ed25519 AAAA", recipient + recipient, LONG):
+        with pytest.raises(crypto.RecipientError) as caught:
+            crypto.parse_recipient(text)
+        assert text[5:] not in str(caught.value) or not text[5:]  # never repeated
+
+
+def test_seal_and_unseal_round_trip_and_refusals() -> None:
+    (first, first_recipient), (second, second_recipient) = new_identity(), new_identity()
+    data = bytes(range(32))
+    for armor in (True, False):
+        sealed = crypto.seal(data, [first_recipient, second_recipient], armor=armor)
+        assert sealed.startswith(b"-----BEGIN AGE" if armor else b"age-encryption.org/v1\n")
+        for identity in (first, second):
+            file_text = f"# created: now\n# public key: x\n\n{identity}\n"
+            assert crypto.unseal(sealed, file_text) == data
+    with pytest.raises(crypto.RecipientError):
+        crypto.seal(data, [], armor=True)
+    sealed = crypto.seal(data, [first_recipient], armor=False)
+    with pytest.raises(crypto.DecryptionError):
+        crypto.unseal(sealed, str(second))
+    altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(crypto.DecryptionError):
+        crypto.unseal(altered, str(first))
+    for bad in ("", "# only comments\n", "AGE-SECRET-KEY-1QQQ\n", first_recipient, "x" * 70000):
+        with pytest.raises(crypto.IdentityError) as caught:
+            crypto.unseal(sealed, bad)
+        assert "QQQ" not in str(caught.value)
