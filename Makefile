@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup database browser run test lint bench clean
+.PHONY: help setup database browser age run test lint bench clean
 
 help:
 	@echo "make run    set up everything, then serve on http://127.0.0.1:5000 (HOST/PORT override)"
@@ -35,6 +35,11 @@ database: $(STAMP)
 browser: $(STAMP)
 	@$(PY) -m cryptofiles.dev.browser ensure
 
+# The stock age CLI (Go module filippo.io/age), which the sealed-key interop tests open keys with;
+# built with `go install` into tools/age/bin the first time. The service itself never runs it.
+age: $(STAMP)
+	@$(PY) -m cryptofiles.dev.age ensure
+
 run: setup
 	$(PY) -m cryptofiles.dev.serve
 
@@ -43,7 +48,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check cryptofiles tests scripts bench
 	$(PY) -m mypy
 
-test: setup browser lint
+test: setup browser age lint
 	$(PY) -m pytest
 
 bench: setup

@@ -1,4 +1,4 @@
-"""The one wiring: ``build_services(settings)`` makes the storage, accounts and files services.
+"""The one wiring: ``build_services(settings)`` makes the storage, accounts, files and keys services.
 
 The web app, the CLI's admin commands, the tests and the benchmarks all build the services here,
 so that a setting (the write concern, the quota, the password cost) reaches every one of them
@@ -15,6 +15,7 @@ from cryptofiles.accounts import Authenticator, PasswordHasher, TokenService
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService
+from cryptofiles.keys import KeyCustody
 from cryptofiles.storage import CommandListener, Storage
 
 
@@ -24,6 +25,7 @@ class Services:
     storage: Storage
     accounts: Authenticator
     files: FileService
+    keys: KeyCustody
 
     def close(self) -> None:
         self.storage.close()
@@ -65,4 +67,4 @@ def build_services(
     files = FileService(
         storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
     )
-    return Services(settings, storage, accounts, files)
+    return Services(settings, storage, accounts, files, KeyCustody(storage))

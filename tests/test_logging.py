@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyrage import x25519
 
 from tests.support.server import Server
 
@@ -60,6 +61,19 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         assert status == 200
         secrets += [key.decode(), base64.b64decode(key).hex()]
         assert call("GET", f"/files/{file_id.decode()}/key", **{"x-access-tokens": bob})[0] == 404
+        # Sealed delivery: the identity's secret and the sealed answer never reach the log.
+        identity = x25519.Identity.generate()
+        secrets.append(str(identity))
+        sealing = {"recipients": [str(identity.to_public())], "require_sealed": True}
+        alice_json = {"x-access-tokens": token.decode(), "Content-Type": "application/json"}
+        assert (
+            call("PUT", "/account/recipients", json.dumps(sealing).encode(), **alice_json)[0] == 200
+        )
+        key_path = f"/files/{file_id.decode()}/key"
+        status, sealed = call("GET", key_path, **{"x-access-tokens": token.decode()})
+        assert status == 200 and key not in sealed
+        secrets.append(sealed.decode().splitlines()[2])  # a line of the armored body
+        assert call("GET", key_path + "?plain=1", **{"x-access-tokens": token.decode()})[0] == 403
         assert (
             call(
                 "GET", f"/files/{file_id.decode()}/plaintext", **{"x-access-tokens": token.decode()}
@@ -129,6 +143,7 @@ def test_security_events_are_logged(session: dict[str, Any]) -> None:
     assert names.count("login.failed") == 2
     assert "file.not_owner" in names
     assert "token.rejected" in names
+    assert "account.recipients_changed" in names and "key.plain_refused" in names
     forged = next(
         r for r in events if r["event"] == "login.failed" and "\r\n" in r["details"]["user_name"]
     )

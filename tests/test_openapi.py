@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
+from pyrage import x25519
 from werkzeug.test import TestResponse
 
 from cryptofiles.storage import DatabaseUnavailable
@@ -210,6 +211,7 @@ def test_real_answers_are_documented(
         etag = send("get", url, 200, headers=alice).headers["ETag"]
         send_both("get", url, 304, headers={**alice, "If-None-Match": etag})
     send_both("delete", f"/files/{unknown}", 404, headers=alice)
+    send_recipients_and_sealed_keys(send, send_both, alice, file_id)
     send("delete", f"/files/{file_id}", 204, headers=alice)
 
     # Operations and these docs.
@@ -256,6 +258,29 @@ def test_real_answers_are_documented(
     send("delete", "/account", 200, accept=JSON, headers=bob, json={"User_Password": PASSWORD})
 
     assert answered == {(method, path) for method, path, _ in operations(spec)}
+
+
+def send_recipients_and_sealed_keys(
+    send: Any, send_both: Any, alice: dict[str, str], file_id: str
+) -> None:
+    """The account's age recipients, and the key route's sealed forms and refusals."""
+    recipient = str(x25519.Identity.generate().to_public())
+    send_both("get", "/account", 200, headers=alice)
+    send_both("put", "/account/recipients", 400, headers=alice, json={"recipients": ["age1x"]})
+    body = {"recipients": [recipient], "require_sealed": True}
+    send_both("put", "/account/recipients", 200, headers=alice, json=body)
+    key = f"/files/{file_id}/key"
+    send_both("get", key, 200, headers=alice)  # armored text, or JSON holding it
+    send("get", key, 200, accept="application/octet-stream", headers=alice)
+    send_both("get", key + "?plain=1", 403, headers=alice)
+    send_both("get", key + "?plain=2", 400, headers=alice)
+    send(
+        "put",
+        "/account/recipients",
+        200,
+        headers=alice,
+        json={"recipients": [], "require_sealed": False},
+    )
 
 
 def test_docs_page_uses_only_local_assets(client: FlaskClient) -> None:

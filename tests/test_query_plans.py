@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from pyrage import x25519
 
 from cryptofiles.config import Settings
 from cryptofiles.dev.database import LocalDatabase
@@ -190,6 +191,11 @@ def _drive(client: FlaskClient, step: Callable[[str, Callable[[], object]], None
     step("plaintext", lambda: _ok(client.get(f"{url}/plaintext", headers=auth(token))))
     step("plaintext range", lambda: _ok(client.get(f"{url}/plaintext", headers=ranged), 206))
     step("key", lambda: _ok(client.get(f"{url}/key", headers=auth(token))))
+    step("account", lambda: _ok(client.get("/account", headers=auth(token))))
+    recipients = {"recipients": [str(x25519.Identity.generate().to_public())]}
+    step("set recipients", lambda: _ok(client.put(
+        "/account/recipients", json=recipients, headers=auth(token))))  # fmt: skip
+    step("sealed key", lambda: _ok(client.get(f"{url}/key", headers=auth(token))))
     step("list", lambda: _ok(client.get("/files?limit=1", headers={**auth(token), **JSON})))
     step("info", lambda: _ok(client.get(f"{url}/info", headers=auth(token))))
     step("unknown file", lambda: _ok(client.get(f"{url[:-4]}0000", headers=auth(token)), 404))

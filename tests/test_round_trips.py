@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pyrage import x25519
 
 from cryptofiles.config import Settings
 from cryptofiles.services import open_storage
@@ -24,6 +25,8 @@ from tests.support.commands import CommandCounter
 # The most database commands each request may send.
 BUDGETS = {
     "key fetch": 4,
+    # The recipients are on the user's document, which the token check reads anyway.
+    "sealed key fetch": 4,
     "upload 4 KiB": 9,
     "download 1 chunk": 4,
     "login": 4,
@@ -75,6 +78,18 @@ def test_key_fetch(stocked: tuple[FlaskClient, str, str], counter: CommandCounte
     with counter.watching() as commands:
         assert client.get(f"/files/{file_id}/key", headers=auth(token)).status_code == 200
     within_budget("key fetch", commands)
+
+
+def test_sealed_key_fetch(stocked: tuple[FlaskClient, str, str], counter: CommandCounter) -> None:
+    client, token, file_id = stocked
+    recipients = {"recipients": [str(x25519.Identity.generate().to_public())]}
+    assert (
+        client.put("/account/recipients", json=recipients, headers=auth(token)).status_code == 200
+    )
+    with counter.watching() as commands:
+        sealed = client.get(f"/files/{file_id}/key", headers=auth(token))
+    assert sealed.status_code == 200 and sealed.text.startswith("-----BEGIN AGE ENCRYPTED FILE")
+    within_budget("sealed key fetch", commands)
 
 
 def test_upload(stocked: tuple[FlaskClient, str, str], counter: CommandCounter) -> None:

@@ -18,8 +18,9 @@ The modules, from the command line inward:
 
 - ``main``: the argument parser and ``main()``, which turns every ``CliError`` into one line on
   stderr and its exit status (``python -m cryptofiles.cli`` runs it).
-- ``client``: the client commands (register, login, logout, whoami, upload, ls, info, rm, key,
-  download, decrypt).
+- ``client``: the client commands (register, login, logout, whoami, keygen, upload, ls, info, rm,
+  key, download, decrypt).
+- ``sealed``: ``keygen`` (an age identity, its recipient registered) and opening sealed keys.
 - ``admin``: the ``admin`` tasks, through ``cryptofiles.services`` like the server itself.
 - ``transport``: the server's address (``ServerUrl``), HTTP requests (``Api``), stored tokens
   (``TokenStore``).

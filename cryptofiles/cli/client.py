@@ -1,5 +1,6 @@
-"""The client commands: accounts (register, login, logout, whoami) and files (upload, ls, info, rm,
-key, download, decrypt), each a ``cmd_*`` function of the parsed arguments returning the exit status.
+"""The client commands: accounts (register, login, logout, whoami, keygen) and files (upload, ls,
+info, rm, key, download, decrypt), each a ``cmd_*`` function of the parsed arguments returning
+the exit status.
 
 Downloads are decrypted here, while they arrive, with the key the owner fetches: the server's
 ``/plaintext`` route is never used, so with ``download --decrypt`` plaintext exists only on this
@@ -31,6 +32,7 @@ from cryptofiles.cli import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    sealed,
 )
 from cryptofiles.cli.output import (
     atomic_output,
@@ -39,6 +41,7 @@ from cryptofiles.cli.output import (
     refuse_existing,
     safe_filename,
 )
+from cryptofiles.cli.sealed import open_key_answer
 from cryptofiles.cli.terminal import Progress, clean, progress, read_password
 from cryptofiles.cli.transport import (
     BLOCK,
@@ -204,22 +207,26 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return status
 
 
-def fetch_key(api: Api, file_id: str) -> str:
-    """The file's key in base64, checked to be one this client can decrypt with."""
+def fetch_key(api: Api, file_id: str, identity: str | None = None) -> str:
+    """The file's key in base64, checked to be one this client can decrypt with; a key the server
+    sealed to the account's age recipients is opened here with the identity file."""
     from cryptofiles import crypto
 
     doc = api.call("GET", file_path(file_id, "/key"))
-    key = doc.get("key")
-    if not isinstance(key, str):
-        raise CliError("the server's key answer holds no key")
+    key = open_key_answer(doc, identity)
     if doc.get("algorithm", crypto.ALGORITHM) != crypto.ALGORITHM:
         raise CliError(f"the file uses {clean(str(doc['algorithm']))}, which this client lacks")
     return key
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    print(fetch_key(logged_in_api(args), args.id))  # printing the key is this command's purpose
+    # Printing the key is this command's purpose.
+    print(fetch_key(logged_in_api(args), args.id, args.identity))
     return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    return sealed.cmd_keygen(args, logged_in_api(args))
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -227,7 +234,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.output is not None and not Path(args.output).is_dir():
         refuse_existing(Path(args.output), args.force)  # before any transfer
     if args.decrypt:
-        target = download_plaintext(api, args.id, args.output, args.force)
+        target = download_plaintext(api, args.id, args.output, args.force, args.identity)
     else:
         target = download_ciphertext(api, args.id, args.output, args.force)
     print(target)
@@ -248,10 +255,12 @@ def download_ciphertext(api: Api, file_id: str, output: str | None, force: bool)
     return target
 
 
-def download_plaintext(api: Api, file_id: str, output: str | None, force: bool) -> Path:
+def download_plaintext(
+    api: Api, file_id: str, output: str | None, force: bool, identity: str | None = None
+) -> Path:
     """Download the ciphertext and decrypt it here while it arrives, with the owner's key."""
     info = api.call("GET", file_path(file_id, "/info"))  # 404 unless the file is ours
-    key = parse_key(fetch_key(api, file_id))
+    key = parse_key(fetch_key(api, file_id, identity))
     default = safe_filename(info.get("name")) or safe_filename(file_id) or "file"
     target = output_path(output, default)
     refuse_existing(target, force)  # fail before the transfer, not after it

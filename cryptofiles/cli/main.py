@@ -57,6 +57,24 @@ def add_account_commands(commands: Any) -> None:
     cmd.set_defaults(handler=client.cmd_logout)
     cmd = commands.add_parser("whoami", help="the name the stored token speaks for")
     cmd.set_defaults(handler=client.cmd_whoami)
+    cmd = commands.add_parser(
+        "keygen", help="make an age identity and have the server seal keys to it"
+    )
+    cmd.add_argument(
+        "--out", metavar="FILE", help="where to write it (default: identity.txt beside the token)"
+    )
+    cmd.add_argument(
+        "--require-sealed", action="store_true", help="also refuse plain key answers from now on"
+    )
+    cmd.set_defaults(handler=client.cmd_keygen)
+
+
+def identity_option(cmd: Any) -> None:
+    cmd.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="age identity file that opens sealed keys (default: the one keygen wrote)",
+    )
 
 
 def add_file_commands(commands: Any) -> None:
@@ -77,6 +95,7 @@ def add_file_commands(commands: Any) -> None:
     cmd.set_defaults(handler=client.cmd_rm)
     cmd = commands.add_parser("key", help="print a file's key (base64); owner only")
     cmd.add_argument("id")
+    identity_option(cmd)
     cmd.set_defaults(handler=client.cmd_key)
     cmd = commands.add_parser(
         "download", help="download a file's ciphertext, or with --decrypt its content"
@@ -89,6 +108,7 @@ def add_file_commands(commands: Any) -> None:
         help="output file or folder (default: <name>.enc here, or with --decrypt the original name)",
     )
     cmd.add_argument("--decrypt", action="store_true", help="decrypt here while downloading")
+    identity_option(cmd)
     cmd.add_argument("--force", action="store_true", help="replace an existing output file")
     cmd.set_defaults(handler=client.cmd_download)
     cmd = commands.add_parser("decrypt", help="decrypt a downloaded ciphertext, offline")

@@ -11,10 +11,18 @@ that it works without this package.
 - ``segmenter``: cutting a stream of pieces into segments without copying big pieces.
 - ``keyring``: the master keys that wrap each file key, bound to its file and owner.
 - ``keytext``: ``decode_key``, the one reader of a key written in base64 (file keys and master keys).
+- ``sealing``: file keys sealed to a user's own age recipients (``pyrage``), and opened again.
 - ``errors``: ``CryptoError`` and its subclasses.
 """
 
-from cryptofiles.crypto.errors import CryptoError, DecryptionError, KeyFormatError, KeyRingError
+from cryptofiles.crypto.errors import (
+    CryptoError,
+    DecryptionError,
+    IdentityError,
+    KeyFormatError,
+    KeyRingError,
+    RecipientError,
+)
 from cryptofiles.crypto.keyring import KeyRing, wrap_aad
 from cryptofiles.crypto.keytext import decode_key
 from cryptofiles.crypto.layout import (
@@ -31,6 +39,7 @@ from cryptofiles.crypto.layout import (
     plaintext_size,
     segment_count,
 )
+from cryptofiles.crypto.sealing import NewIdentity, new_identity, parse_recipient, seal, unseal
 from cryptofiles.crypto.stream import (
     Encryptor,
     ReadPieces,
@@ -52,10 +61,13 @@ __all__ = [
     "CryptoError",
     "DecryptionError",
     "Encryptor",
+    "IdentityError",
     "KeyFormatError",
     "KeyRing",
     "KeyRingError",
+    "NewIdentity",
     "ReadPieces",
+    "RecipientError",
     "ciphertext_size",
     "decode_key",
     "decrypt_range",
@@ -63,9 +75,13 @@ __all__ = [
     "decrypt_stream",
     "encrypt_stream",
     "new_file_key",
+    "new_identity",
+    "parse_recipient",
     "plaintext_offset_of_segment",
     "plaintext_segment_range",
     "plaintext_size",
+    "seal",
     "segment_count",
+    "unseal",
     "wrap_aad",
 ]

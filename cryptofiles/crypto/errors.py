@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["CryptoError", "DecryptionError", "KeyFormatError", "KeyRingError"]
+__all__ = [
+    "CryptoError",
+    "DecryptionError",
+    "IdentityError",
+    "KeyFormatError",
+    "KeyRingError",
+    "RecipientError",
+]
 
 
 class CryptoError(Exception):
@@ -27,3 +34,11 @@ class KeyFormatError(CryptoError):
 
 class KeyRingError(CryptoError):
     """Bad key ring configuration, unknown KEK id, or a wrapped key that fails to unwrap."""
+
+
+class RecipientError(CryptoError):
+    """Text that is not an X25519 age recipient (``age1...``); the message never repeats it."""
+
+
+class IdentityError(CryptoError):
+    """An age identity file that holds no usable X25519 identity; the message never repeats it."""

@@ -3,7 +3,8 @@
 ``users``: ``_id`` (= ``public_id``), ``public_id`` (UUIDv4 text, the JWT subject), ``name``
 (unique), ``name_key`` (the name in lower case, unique: names differing only in case are one name),
 ``password_hash``, ``created_at``, ``token_generation`` (bumped by a password change), ``deleting``
-(true once the account's deletion has begun).
+(true once the account's deletion has begun), ``recipients`` (the user's age recipients, ``age1...``;
+absent: none) and ``require_sealed`` (true: keys are never delivered to this user in plain).
 
 Deleting an account marks the user first (``mark_deleting``), then removes every record of the
 owner, then the user (``delete``); an upload that completes re-checks ``may_own_files`` afterwards.
@@ -16,6 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -36,6 +38,9 @@ class User:
     created_at: datetime
     # Bumped when the password changes: tokens carry the generation they were issued in.
     token_generation: int = 0
+    # The age recipients file keys are sealed to (keys.py); users made before them have none.
+    recipients: tuple[str, ...] = ()
+    require_sealed: bool = False
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> User:
@@ -45,6 +50,8 @@ class User:
             doc["password_hash"],
             doc["created_at"],
             doc.get("token_generation", 0),
+            tuple(doc.get("recipients", ())),
+            bool(doc.get("require_sealed", False)),
         )
 
 
@@ -130,6 +137,18 @@ class Users:
                 {"_id": public_id},
                 {"$set": {"password_hash": password_hash}, "$inc": {"token_generation": 1}},
             )
+
+    def set_recipients(
+        self, public_id: str, recipients: tuple[str, ...], require_sealed: bool
+    ) -> User | None:
+        """Replace the user's age recipients and sealing rule; the user as now stored (None: gone)."""
+        with _mapped_errors():
+            doc = self.collection.find_one_and_update(
+                {"_id": public_id},
+                {"$set": {"recipients": list(recipients), "require_sealed": require_sealed}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return User.from_doc(doc) if doc else None
 
     def delete(self, public_id: str) -> None:
         with _mapped_errors():

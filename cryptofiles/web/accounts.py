@@ -1,4 +1,5 @@
-"""Accounts over HTTP: registration, login, the token check, logout, password change, deletion.
+"""Accounts over HTTP: registration, login, the token check, logout, password change, deletion, and
+the account's age recipients (``GET /account``, ``PUT /account/recipients``).
 
 The work is ``accounts.Authenticator``'s; every route that checks a password spends the login
 budget (``ratelimit.password_checked``).
@@ -6,11 +7,14 @@ budget (``ratelimit.password_checked``).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g
+from typing import Any
 
+from flask import Blueprint, Response, g, jsonify
+
+from cryptofiles.storage import User
 from cryptofiles.web.context import current_services
 from cryptofiles.web.guard import token_required
-from cryptofiles.web.inputs import credentials
+from cryptofiles.web.inputs import credentials, recipients_update
 from cryptofiles.web.ratelimit import client_address, limited, password_checked
 from cryptofiles.web.responses import reply
 
@@ -87,3 +91,30 @@ def delete_account() -> Response:
     return reply(
         f"Account {user.name} deleted with {deleted} file(s).", json={"deleted_files": deleted}
     )
+
+
+def account_json(user: User) -> dict[str, Any]:
+    return {
+        "name": user.name,
+        "id": user.public_id,
+        "created_at": user.created_at.isoformat(),
+        "recipients": list(user.recipients),
+        "require_sealed": user.require_sealed,
+    }
+
+
+# Both answer JSON whatever the Accept header: an account is a document, like a file's /info.
+@bp.get("/account")
+@token_required
+def account() -> Response:
+    return jsonify(account_json(g.principal.user))
+
+
+# No password needed: recipients only decide how keys are wrapped on the way to this account's own
+# token holder, who could fetch them plain anyway unless sealing is required (SECURITY.md).
+@bp.put("/account/recipients")
+@token_required
+def set_recipients() -> Response:
+    recipients, require_sealed = recipients_update()
+    user = current_services().keys.set_recipients(g.principal.user, recipients, require_sealed)
+    return jsonify(account_json(user))

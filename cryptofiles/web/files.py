@@ -1,5 +1,5 @@
 """Files over HTTP: upload, download (ciphertext, or plaintext for the owner), listing, metadata,
-deletion and the file's key.
+deletion and the file's key (plain, or sealed to the caller's age recipients: ``key_response``).
 
 The work is ``files.FileService``'s: ``get(id, owner=...)`` answers "not yours" exactly like "not
 found". Every route needs a token; key fetches are also rate-limited per user.
@@ -12,12 +12,20 @@ import base64
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from cryptofiles import crypto
+from cryptofiles.storage import FileRecord, User
 from cryptofiles.web.context import current_services
 from cryptofiles.web.guard import token_required
-from cryptofiles.web.inputs import int_arg, request_body, upload_content_type, upload_name
+from cryptofiles.web.inputs import (
+    int_arg,
+    key_form,
+    plain_key_asked,
+    request_body,
+    upload_content_type,
+    upload_name,
+)
 from cryptofiles.web.metrics import current_metrics
 from cryptofiles.web.ratelimit import current_user, limited
-from cryptofiles.web.responses import file_json, ranged_response, reply
+from cryptofiles.web.responses import attachment, file_json, ranged_response, reply
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -101,19 +109,40 @@ def delete_file(file_id: str) -> Response:
 @token_required
 @limited("keys", by=current_user)
 def file_key(file_id: str) -> Response:
+    plain, form = plain_key_asked(), key_form()
     files = current_services().files
     record = files.get(file_id, owner=g.principal.user.public_id)
-    key = base64.b64encode(files.key(record)).decode()
-    response = reply(
-        key,
-        json={
+    return key_response(record, files.key(record), g.principal.user, plain=plain, form=form)
+
+
+def key_response(record: FileRecord, key: bytes, user: User, *, plain: bool, form: str) -> Response:
+    """The key of ``record`` as it goes to ``user`` (``KeyCustody.deliver`` decides): the seed's
+    base64 text or JSON when plain; when sealed to the user's age recipients, armored age text by
+    default, the binary age file for ``Accept: application/octet-stream``, or JSON holding the
+    armored text. Never cached."""
+    delivery = current_services().keys.deliver(key, user, plain=plain, armor=form != "binary")
+    details = {
+        "algorithm": crypto.ALGORITHM,
+        "format": crypto.FORMAT,
+        "segment_size": crypto.SEGMENT_SIZE,
+    }
+    if delivery.sealed is None:
+        text = base64.b64encode(key).decode()
+        json = {"id": record.id, "key": text, "encoding": "base64", **details}
+        response = reply(text, json=json)
+    elif form == "binary":
+        response = Response(delivery.sealed, mimetype="application/octet-stream")
+        response.headers["Content-Disposition"] = attachment(f"{record.id}.key.age")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    else:
+        armored = delivery.sealed.decode("ascii")
+        json = {
             "id": record.id,
-            "key": key,
-            "encoding": "base64",
-            "algorithm": crypto.ALGORITHM,
-            "format": crypto.FORMAT,
-            "segment_size": crypto.SEGMENT_SIZE,
-        },
-    )
+            "sealed": armored,
+            "sealing": "age",
+            "recipients": list(delivery.recipients),
+            **details,
+        }
+        response = reply(armored, json=json)
     response.headers["Cache-Control"] = "no-store"
     return response

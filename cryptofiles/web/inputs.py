@@ -200,3 +200,52 @@ def requested_range(length: int, etag: str) -> ByteRange | None:
             416, "The requested range is not satisfiable.", {"Content-Range": f"bytes */{length}"}
         )
     return ByteRange(start, stop)
+
+
+# -- keys and recipients ------------------------------------------------------------------------
+
+RECIPIENT_FIELDS = frozenset({"recipients", "require_sealed"})
+# Answer forms of a key: armored age text (curl, $(...)), JSON, or the binary age file.
+KEY_FORMS = {
+    "text/plain": "text",
+    "application/json": "json",
+    "application/problem+json": "json",
+    "application/octet-stream": "binary",
+}
+
+
+def recipients_update() -> tuple[list[str], bool | None]:
+    """``PUT /account/recipients``'s body: ``{"recipients": [...], "require_sealed": bool}``;
+    ``require_sealed`` may be left out (the current rule stays). Unknown fields are refused, so a
+    misspelt ``require_sealed`` cannot silently leave keys unsealed."""
+    body = json_object()
+    unknown = set(body) - RECIPIENT_FIELDS
+    if unknown or "recipients" not in body:
+        raise ApiError(
+            400,
+            'Send a JSON object {"recipients": ["age1...", ...], "require_sealed": true|false} '
+            "and no other field.",
+        )
+    recipients = body["recipients"]
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise ApiError(400, "recipients must be a list of strings (age1...).")
+    require_sealed = body.get("require_sealed")
+    if require_sealed is not None and not isinstance(require_sealed, bool):
+        raise ApiError(400, "require_sealed must be true or false.")
+    return recipients, require_sealed
+
+
+def key_form() -> str:
+    """The form a key answer should take: "text" (curl's */* included), "json" or "binary"."""
+    best = request.accept_mimetypes.best_match(list(KEY_FORMS))
+    return KEY_FORMS.get(best or "", "text")
+
+
+def plain_key_asked() -> bool:
+    """``?plain=1``: the plain key, even for a user with recipients (the URL carries no secret)."""
+    raw = request.args.get("plain")
+    if raw is None or raw == "0":
+        return False
+    if raw == "1":
+        return True
+    raise ApiError(400, "plain must be 1 or 0.")
