@@ -15,6 +15,7 @@ from cryptofiles.accounts import Authenticator, PasswordHasher, TokenService
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService
+from cryptofiles.sharing import History, Sharing
 from cryptofiles.storage import CommandListener, Storage
 
 
@@ -24,6 +25,8 @@ class Services:
     storage: Storage
     accounts: Authenticator
     files: FileService
+    history: History
+    sharing: Sharing
 
     def close(self) -> None:
         self.storage.close()
@@ -65,4 +68,5 @@ def build_services(
     files = FileService(
         storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
     )
-    return Services(settings, storage, accounts, files)
+    history = History(storage, clock, timedelta(days=settings.events_retention_days))
+    return Services(settings, storage, accounts, files, history, Sharing(storage, files, history))
