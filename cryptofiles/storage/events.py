@@ -20,8 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
-from cryptofiles.storage.errors import _mapped_errors, create_ttl_index
+from cryptofiles.storage.errors import StorageError, _mapped_errors, create_ttl_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,10 @@ class Events:
         doc["_id"] = doc.pop("id")
         doc["expire_at"] = expire_at
         with _mapped_errors():
-            self.collection.insert_one(doc)
+            try:
+                self.collection.insert_one(doc)
+            except DuplicateKeyError:  # ids are random: only an index someone added clashes
+                raise StorageError("event refused by a unique index") from None
 
     def of_file(
         self, file_id: str, now: datetime, *, limit: int, after: tuple[datetime, str] | None
