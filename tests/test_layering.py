@@ -41,6 +41,7 @@ CORE = (
     "config.py",
     "files.py",
     "services.py",
+    "sharing.py",
     "crypto/",
     "storage/",
 )
