@@ -132,10 +132,9 @@ class Sharing:
         action = GRANT_CREATE if was is None else GRANT_UPDATE
         self.history.record(record.id, action, actor, grantee=grantee.public_id,
                             grantee_name=grantee.name, expires_at=expires_at)  # fmt: skip
-        stored, created = self.storage.grants.put(wanted)
-        if not created and was is None:  # an expired grant made live again: a new grant
-            stored, created = dataclasses.replace(stored, created_at=now), True
-        return NamedGrant(stored, grantee.name), created
+        # No live grant (none, or an expired one): a new grant, made now.
+        stored = self.storage.grants.put(wanted, fresh=was is None)
+        return NamedGrant(stored, grantee.name), was is None
 
     def revoke(self, record: FileRecord, grantee_name: str, actor: Actor) -> None:
         """Remove a live grant (NoSuchGrant when there is none). Recorded before it happens."""

@@ -210,9 +210,15 @@ def test_expired_grants_answer_like_none(timed: Flask, clock: Clock) -> None:
     assert (revoked.status_code, revoked.text) == (404, "No such grant.\n")
     info = people.client.get(f"/files/{people.file_id}/info", headers=auth(people.tokens["bob"]))
     assert info.status_code == 404
-    # Granting again makes a new grant: 201, and the key comes back.
-    assert people.grant("alice", "bob", expires_at=in_future(hours=1)).status_code == 201
+    # Granting again makes a new grant, made now: 201, and the key comes back.
+    again = people.grant("alice", "bob", expires_at=in_future(hours=1))
+    assert again.status_code == 201
     assert people.key("bob").status_code == 200
+    listed = people.grants().json["grants"]
+    assert [g["created_at"] for g in listed] == [again.json["created_at"]]
+    assert datetime.fromisoformat(again.json["created_at"]) >= datetime.now(UTC) + clock.offset - (
+        timedelta(seconds=30)
+    )
 
 
 def test_grantees_see_the_files_info_but_not_its_plaintext(people: People) -> None:

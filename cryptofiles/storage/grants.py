@@ -72,28 +72,33 @@ class Grants:
                 [("grantee", 1), ("file_created_at", -1)], name="grants_by_grantee"
             )
 
-    def put(self, grant: Grant) -> tuple[Grant, bool]:
-        """Create the grant, or set a new expiry on the existing one (its ``created_at`` stays);
-        ``(the grant as stored, whether it was created)``. One round trip (an upsert)."""
+    def put(self, grant: Grant, *, fresh: bool) -> Grant:
+        """Store the grant: a ``fresh`` one (none was live) from scratch, ``created_at`` included;
+        else only its new expiry, keeping when it was made. The grant as stored; one round trip."""
+        made = {"created_at": grant.created_at}
         with _mapped_errors():
             before = self.collection.find_one_and_update(
                 {"_id": grant_id(grant.file, grant.grantee)},
                 {
-                    "$set": {"expires_at": grant.expires_at, "updated_at": grant.updated_at},
+                    "$set": {
+                        "expires_at": grant.expires_at,
+                        "updated_at": grant.updated_at,
+                        **(made if fresh else {}),
+                    },
                     "$setOnInsert": {
                         "file": grant.file,
                         "owner": grant.owner,
                         "grantee": grant.grantee,
                         "file_created_at": grant.file_created_at,
-                        "created_at": grant.created_at,
+                        **({} if fresh else made),
                     },
                 },
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
-        if before is None:
-            return grant, True
-        return dataclasses.replace(grant, created_at=before["created_at"]), False
+        if before is None or fresh:
+            return grant
+        return dataclasses.replace(grant, created_at=before["created_at"])
 
     def get_live(self, file_id: str, grantee: str, now: datetime) -> Grant | None:
         with _mapped_errors():
