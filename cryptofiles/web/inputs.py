@@ -125,7 +125,9 @@ SHARED_VALUES = ("with-me",)
 def grant_request() -> tuple[str, datetime | None]:
     """``{"user": NAME, "expires_at": optional ISO 8601 time with its zone}`` of a new grant."""
     body = json_object()
-    user = text_field("user", body=body)
+    user = body.get("user")  # the body only: no header is read for it
+    if user is not None and not isinstance(user, str):
+        raise ApiError(400, "user must be a string.")
     if not user:
         raise ApiError(400, 'Name the user to grant: {"user": NAME} as a JSON body.')
     raw = body.get("expires_at")
