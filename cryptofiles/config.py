@@ -46,6 +46,7 @@ INTEGERS = (
     "HEADER_TIMEOUT_SECONDS",
     "IDLE_TIMEOUT_SECONDS",
     "QUOTA_BYTES",
+    "EVENTS_RETENTION_DAYS",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -100,6 +101,7 @@ class Settings:
     rate_limit_keys: str = "600/minute"
     quota_bytes: int = 50 * GiB
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    events_retention_days: int = 90
 
     def __post_init__(self) -> None:
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
@@ -136,6 +138,8 @@ class Settings:
             raise ConfigError("METRICS_TOKEN must be at least 16 characters")
         if self.quota_bytes < 1:
             raise ConfigError("QUOTA_BYTES must be positive")
+        if not 1 <= self.events_retention_days <= 36500:
+            raise ConfigError("EVENTS_RETENTION_DAYS must be from 1 to 36500")
         if self.web_workers < 1 or self.web_connections < 1:
             raise ConfigError("WEB_WORKERS and WEB_CONNECTIONS must be at least 1")
         if self.header_timeout_seconds < 1 or self.idle_timeout_seconds < 1:

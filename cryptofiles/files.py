@@ -73,6 +73,7 @@ class SweepReport:
     orphans: int  # GridFS data with no file record
     ownerless: int = 0  # files whose owner no longer exists
     usage: tuple[UsageRepair, ...] = ()  # usage totals set back to the sum of the owner's files
+    sharing: int = 0  # grants and events of files or users gone, events past retention
 
 
 @dataclasses.dataclass
@@ -324,7 +325,8 @@ class FileService:
                 len(orphan_ids),
             )
         repairs = self.storage.repair_usage(self.clock()) if usage else []
-        return SweepReport(len(stale), len(orphan_ids), len(ownerless), tuple(repairs))
+        sharing = self.storage.remove_dangling_sharing(self.clock())
+        return SweepReport(len(stale), len(orphan_ids), len(ownerless), tuple(repairs), sharing)
 
     def rewrap_all(self) -> RewrapReport:
         """Re-wrap every file key under the active master key; file contents are untouched.

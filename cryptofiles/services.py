@@ -16,6 +16,7 @@ from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService
 from cryptofiles.keys import KeyCustody
+from cryptofiles.sharing import History, Sharing
 from cryptofiles.storage import CommandListener, Storage
 
 
@@ -26,6 +27,8 @@ class Services:
     accounts: Authenticator
     files: FileService
     keys: KeyCustody
+    history: History
+    sharing: Sharing
 
     def close(self) -> None:
         self.storage.close()
@@ -67,4 +70,6 @@ def build_services(
     files = FileService(
         storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
     )
-    return Services(settings, storage, accounts, files, KeyCustody(storage))
+    history = History(storage, clock, timedelta(days=settings.events_retention_days))
+    sharing = Sharing(storage, files, history)
+    return Services(settings, storage, accounts, files, KeyCustody(storage), history, sharing)

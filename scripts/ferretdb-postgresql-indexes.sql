@@ -26,7 +26,9 @@ DECLARE
     "ciphertext.files": ["_id"],
     "revoked_tokens": ["_id"],
     "rate_counters": ["_id"],
-    "usage": ["_id", "owner", "retired"]
+    "usage": ["_id", "owner", "retired"],
+    "grants": ["_id", "file", "owner", "grantee"],
+    "events": ["_id", "file"]
   }';
   coll record;
   field text;

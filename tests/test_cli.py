@@ -339,6 +339,25 @@ def test_someone_elses_file_cannot_be_decrypted(client: Cli) -> None:
     assert leftovers(client.cwd) == ["mine", "mine.enc"]
 
 
+def test_events_prints_the_files_history_to_its_owner_only(client: Cli) -> None:
+    owner = client.new_user()
+    (client.cwd / "watched").write_bytes(b"who looked at this?")
+    file_id = client.run("upload", "watched").stdout.strip()
+    client.run("download", file_id, "-o", "copy.enc")
+    key = client.run("key", file_id).stdout.strip()
+    lines = client.run("events", file_id, "--page-size", "1").stdout.splitlines()
+    assert [line.split()[2] for line in lines] == ["key", "download"]  # newest first, all pages
+    assert all(f"  {owner}  127.0.0.1  " in line for line in lines)
+    assert lines[0].endswith("  plain") and re.search(r"  [0-9a-f]{32}  ", lines[0])
+    assert key not in "".join(lines)
+    events = json.loads(client.run("events", file_id, "--json").stdout)
+    assert [(e["action"], e["user"]["name"]) for e in events] == [("key", owner),
+                                                                  ("download", owner)]  # fmt: skip
+    client.new_user()  # somebody else: the history is not theirs to see
+    result = client.run("events", file_id, code=cli.EXIT_NOT_FOUND)
+    assert "No such file" in result.stderr
+
+
 def test_tampered_ciphertext_leaves_no_output(client: Cli, box: ServerBox) -> None:
     client.new_user()
     (client.cwd / "data").write_bytes(os.urandom(3 * MiB))

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,63 @@ def test_readme_tour_verbatim(server: Server) -> None:
     result = run_bash(readme_block("tour"), server.port)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("round trip OK")
+
+
+def test_readme_sharing_verbatim(server: Server) -> None:
+    result = run_bash(readme_block("sharing"), server.port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "ben decrypted it" in lines
+    assert lines[-2] == "404"  # ben's key request after the revocation
+    history = json.loads(lines[-1])["events"]
+    steps = [(e["action"], e["user"]["name"]) for e in history]
+    assert steps == [("grant.revoke", "ann"), ("key", "ben"), ("download", "ben"),
+                     ("grant.create", "ann")]  # fmt: skip
+
+
+def test_a_grant_over_http_from_grant_to_revocation(server: Server) -> None:
+    """The main flow on the real server: the grantee's key decrypts the file; after the
+    revocation the grantee gets the 404 of an unknown file; the history names each step, the
+    grantee and the request id each answer carried."""
+    owner, grantee = new_token(server, "granter"), new_token(server, "grantee")
+    payload = os.urandom(100_000)
+
+    def ask(method: str, path: str, token: str, body: Any = None) -> Any:
+        headers = {"x-access-tokens": token}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(body).encode()
+        return server.request(method, path, body, headers)
+
+    response, data = server.request("POST", "/upload", payload, {"x-access-tokens": owner})
+    assert response.status == 201
+    file_id = data.decode()
+    ids = []
+    response, _ = ask("POST", f"/files/{file_id}/grants", owner, {"user": "grantee"})
+    assert response.status == 201
+    ids.append(("grant.create", "granter", response.getheader("X-Request-Id")))
+    response, ciphertext = ask("GET", f"/files/{file_id}", grantee)
+    assert response.status == 200
+    ids.append(("download", "grantee", response.getheader("X-Request-Id")))
+    response, key = ask("GET", f"/files/{file_id}/key", grantee)
+    assert response.status == 200
+    ids.append(("key", "grantee", response.getheader("X-Request-Id")))
+    assert tink_decrypt(base64.b64decode(key), ciphertext) == payload
+    response, _ = ask("DELETE", f"/files/{file_id}/grants/grantee", owner)
+    assert response.status == 204
+    ids.append(("grant.revoke", "granter", response.getheader("X-Request-Id")))
+    response, refused = ask("GET", f"/files/{file_id}/key", grantee)
+    assert (response.status, refused) == (404, b"No such file.\n")
+    response, data = ask("GET", f"/files/{file_id}/events", owner)
+    assert response.status == 200
+    history = json.loads(data)["events"]
+    shown = [(e["action"], e["user"]["name"], e["request_id"]) for e in history]
+    assert shown == list(reversed(ids))
+    assert history[-1]["grantee_name"] == history[0]["grantee_name"] == "grantee"
+    assert history[1]["sealed"] is False
+    assert all(e["client"] == "127.0.0.1" for e in history)
+    response, _ = ask("GET", f"/files/{file_id}/events", grantee)
+    assert response.status == 404
 
 
 def test_launcher_generated_secrets_once(server: Server) -> None:

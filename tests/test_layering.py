@@ -43,6 +43,7 @@ CORE = (
     "files.py",
     "keys.py",
     "services.py",
+    "sharing.py",
     "crypto/",
     "storage/",
 )

@@ -210,6 +210,23 @@ def test_real_answers_are_documented(
         send_both("get", url, 416, headers={**alice, "Range": "bytes=100000-"})
         etag = send("get", url, 200, headers=alice).headers["ETag"]
         send_both("get", url, 304, headers={**alice, "If-None-Match": etag})
+    # Sharing: grants, the grantee's view, the history.
+    bob = {"x-access-tokens": accounts.login("bob")}
+    grants = f"/files/{file_id}/grants"
+    send("post", grants, 201, headers=alice, json={"user": "bob"})
+    send_both("post", grants, 200, headers=alice, json={"user": "bob", "expires_at": None})
+    send_both("post", grants, 400, headers=alice, json={"user": "alice"})
+    send_both("post", f"/files/{unknown}/grants", 404, headers=alice, json={"user": "bob"})
+    send_both("get", grants, 200, headers=alice)
+    send_both("get", grants, 404, headers=bob)
+    send_both("get", f"/files/{file_id}/key", 200, headers=bob)
+    send_both("get", "/files?shared=with-me", 200, headers=bob)
+    send_both("get", "/files?shared=nope", 400, headers=bob)
+    send("delete", f"{grants}/bob", 204, headers=alice)
+    send_both("delete", f"{grants}/bob", 404, headers=alice)
+    send_both("get", f"/files/{file_id}/events?limit=2", 200, headers=alice)
+    send_both("get", f"/files/{file_id}/events?cursor=x", 400, headers=alice)
+    send_both("get", f"/files/{file_id}/events", 404, headers=bob)
     send_both("delete", f"/files/{unknown}", 404, headers=alice)
     send_recipients_and_sealed_keys(send, send_both, alice, file_id)
     send("delete", f"/files/{file_id}", 204, headers=alice)

@@ -40,9 +40,18 @@ EXPLAIN_EVERYTHING = {
 
 # (step, collection) -> why a full scan is the only way. Each is off a request's path or bounded.
 ALLOWED_SCANS: dict[tuple[str, str], str] = {
-    ("start-up", "files"): "the sweep: `$or` of statuses and `distinct(owner)`; FerretDB pushes "
-    "down neither (only $eq/$ne on scalar top-level fields); once per instance start",
-    ("start-up", "users"): "the name_key migration (`$exists`); once per instance start",
+    ("start-up", "files"): "the sweep: `$or` of statuses, `distinct(owner)`, `_id $in` of the "
+    "files grants and events name; FerretDB pushes down none of them (only $eq/$ne on scalar "
+    "top-level fields); once per instance start",
+    ("start-up", "users"): "the name_key migration (`$exists`), the sweep's `_id $in` of the "
+    "users grants name; once per instance start",
+    ("start-up", "grants"): "the sweep's `distinct` of files and users named by grants (dangling "
+    "grants, left by a crash mid-deletion); once per instance start",
+    ("start-up", "events"): "the sweep's `distinct(file)` and the purge past retention "
+    "(`expire_at $lt`: FerretDB has no TTL index); once per instance start",
+    ("admin sweep", "grants"): "`admin sweep`: the start-up sweep's `distinct`s; an admin command",
+    ("admin sweep", "events"): "`admin sweep`: the start-up sweep's `distinct` and purge; an admin "
+    "command",
     ("admin sweep", "ciphertext.chunks"): "`admin sweep`'s `distinct(files_id)` (orphaned chunks): "
     "FerretDB reads every row for distinct; an admin command",
     ("admin sweep", "ciphertext.files"): "`admin sweep`'s `distinct(_id)`; an admin command",
@@ -70,7 +79,8 @@ class PlanLog:
         self.offset = log_file.stat().st_size
         self.plans = 0
         tables = {table_prefix(c): c for _, c in ALLOWED_SCANS} | {
-            table_prefix(c): c for c in ("files", "users", "revoked_tokens", "rate_counters")
+            table_prefix(c): c
+            for c in ("files", "users", "revoked_tokens", "rate_counters", "grants", "events")
         }
         self.collections = tables
 
@@ -103,7 +113,7 @@ class PlanLog:
     def _collection(table: str) -> str:
         prefix = table[:-9]  # FerretDB's "_<8 hex digits>" suffix
         names = ("files", "users", "revoked_tokens", "rate_counters", "ciphertext.files",
-                 "ciphertext.chunks")  # fmt: skip
+                 "ciphertext.chunks", "grants", "events")  # fmt: skip
         return next((n for n in names if table_prefix(n) == prefix), prefix)
 
 
@@ -199,6 +209,7 @@ def _drive(client: FlaskClient, step: Callable[[str, Callable[[], object]], None
     step("list", lambda: _ok(client.get("/files?limit=1", headers={**auth(token), **JSON})))
     step("info", lambda: _ok(client.get(f"{url}/info", headers=auth(token))))
     step("unknown file", lambda: _ok(client.get(f"{url[:-4]}0000", headers=auth(token)), 404))
+    _drive_sharing(client, step, token, file_id)
     step("delete", lambda: _ok(client.delete(url, headers=auth(token)), 204))
     step("wrong password", lambda: _ok(_login(client, "alice", "wrong password"), 401))
     step("logout", lambda: _ok(client.post("/logout", headers=auth(token))))
@@ -212,6 +223,25 @@ def _drive(client: FlaskClient, step: Callable[[str, Callable[[], object]], None
     gone = {**auth(box["token"]), "User_Password": PASSWORD + "!"}
     step("delete account", lambda: _ok(client.delete("/account", headers=gone)))
     step("readyz", lambda: _ok(client.get("/readyz")))
+
+
+def _drive_sharing(
+    client: FlaskClient, step: Callable[[str, Callable[[], object]], None], token: str, file_id: str
+) -> None:
+    """The grant routes, a grantee's key and listing, the history (alice owns ``file_id``)."""
+    url = f"/files/{file_id}"
+    bob = auth(login(client, "bob", PASSWORD))
+    grant = {"user": "bob", "expires_at": "2999-01-01T00:00:00Z"}
+    step("grant", lambda: _ok(client.post(f"{url}/grants", json=grant, headers=auth(token)), 201))
+    step("grant again", lambda: _ok(client.post(f"{url}/grants", json=grant, headers=auth(token))))
+    step("grants", lambda: _ok(client.get(f"{url}/grants", headers=auth(token))))
+    step("grantee's key", lambda: _ok(client.get(f"{url}/key", headers=bob)))
+    step("shared with me", lambda: _ok(client.get("/files?shared=with-me&limit=1", headers=bob)))
+    step("events", lambda: _ok(client.get(f"{url}/events?limit=2", headers=auth(token))))
+    revoke = f"{url}/grants/bob"
+    step("revoke", lambda: _ok(client.delete(revoke, headers=auth(token)), 204))
+    step("grant for the deletion", lambda: client.post(f"{url}/grants", json=grant,
+                                                       headers=auth(token)))  # fmt: skip
 
 
 def _login(client: FlaskClient, name: str, password: str) -> Any:

@@ -166,16 +166,47 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def list_files(api: Api, page_size: int) -> Iterator[dict[str, Any]]:
     """Every file of the user, newest first, page after page."""
+    return paged(api, "/files", "files", page_size)
+
+
+def paged(api: Api, path: str, field: str, page_size: int) -> Iterator[dict[str, Any]]:
+    """The items ``field`` of every page of ``path``, following ``next_cursor``."""
     cursor: str | None = None
     seen: set[str] = set()
     while True:
         query = {"limit": str(page_size)} | ({"cursor": cursor} if cursor else {})
-        doc = api.call("GET", "/files?" + urllib.parse.urlencode(query))
-        yield from doc.get("files", [])
+        doc = api.call("GET", f"{path}?" + urllib.parse.urlencode(query))
+        yield from doc.get(field, [])
         cursor = doc.get("next_cursor")
         if not cursor or cursor in seen:  # a repeated cursor would loop forever
             return
         seen.add(cursor)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """A file's access history, newest first: one line per event (or JSON)."""
+    events = list(paged(logged_in_api(args), file_path(args.id, "/events"), "events",
+                        args.page_size))  # fmt: skip
+    if args.json:
+        print(json.dumps(events, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for event in events:
+        print("  ".join(clean(str(part)) for part in event_columns(event)))
+    return EXIT_OK
+
+
+def event_columns(event: dict[str, Any]) -> list[str]:
+    """time, action, user, client address, request id, then what the action adds."""
+    user = event.get("user") or {}
+    extra = []
+    if "sealed" in event:
+        extra.append("sealed" if event["sealed"] else "plain")
+    if "grantee_name" in event:
+        extra.append(f"to {event['grantee_name']}")
+    if event.get("expires_at"):
+        extra.append(f"until {when(event['expires_at'])}")
+    return [when(event.get("at", "")), f"{event.get('action', ''):<12}", str(user.get("name")),
+            str(event.get("client")), str(event.get("request_id") or "-"), *extra]  # fmt: skip
 
 
 def when(iso: str) -> str:

@@ -93,7 +93,14 @@ def add_file_commands(commands: Any) -> None:
     cmd = commands.add_parser("rm", help="delete files")
     cmd.add_argument("ids", nargs="+", metavar="ID")
     cmd.set_defaults(handler=client.cmd_rm)
-    cmd = commands.add_parser("key", help="print a file's key (base64); owner only")
+    cmd = commands.add_parser("events", help="a file's access history, newest first; owner only")
+    cmd.add_argument("id")
+    cmd.add_argument("--json", action="store_true", help="print the events as JSON")
+    cmd.add_argument(
+        "--page-size", type=page_size, default=client.DEFAULT_PAGE_SIZE, help="per request"
+    )
+    cmd.set_defaults(handler=client.cmd_events)
+    cmd = commands.add_parser("key", help="print a file's key (base64): yours, or granted to you")
     cmd.add_argument("id")
     identity_option(cmd)
     cmd.set_defaults(handler=client.cmd_key)

@@ -26,6 +26,8 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "ciphertext.files": ("_id",),
     "ciphertext.chunks": ("_id", "files_id", "n"),
     "usage": ("_id", "owner", "retired"),
+    "grants": ("_id", "file", "owner", "grantee"),
+    "events": ("_id", "file"),
 }
 ALL_FIELDS = tuple(sorted({f for fields in INDEXED_FIELDS.values() for f in fields}))
 

@@ -20,6 +20,11 @@ Collections, one module (and one attribute of ``Storage``) per family:
   the quota's count, as a chain of versions (``_id`` = ``"<owner>/<v>"``, ``owner``, ``v``,
   ``bytes``, ``at``): see ``usage.py`` for why not ``$inc``. An upload adds its size after its owner
   check; a deletion takes it away when it shreds the record; ``admin sweep`` repairs a drift.
+- ``grants`` (``grants.py``, ``storage.grants``): ``_id`` = ``"<file>/<grantee>"``, ``file``,
+  ``owner``, ``grantee``, ``file_created_at``, ``expires_at``, ``created_at``, ``updated_at``: who
+  besides the owner may fetch a file's key. Removed with the file and with either account.
+- ``events`` (``events.py``, ``storage.events``): a file's access history (key deliveries, grant
+  changes, downloads), with ``expire_at`` for retention. Removed with the file.
 - GridFS bucket ``ciphertext`` (``chunks.py``, ``storage.chunks``; ``ciphertext.files``,
   ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
 

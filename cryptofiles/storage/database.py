@@ -14,6 +14,8 @@ from pymongo.monitoring import CommandListener as CommandListener
 from cryptofiles.storage.chunks import Chunks
 from cryptofiles.storage.counters import Counters
 from cryptofiles.storage.errors import _mapped_errors
+from cryptofiles.storage.events import Events
+from cryptofiles.storage.grants import Grants
 from cryptofiles.storage.records import FileRecords
 from cryptofiles.storage.revocations import Revocations
 from cryptofiles.storage.usage import Usage, UsageRepair
@@ -29,7 +31,8 @@ class Storage:
     """The service's database. One instance per app; pymongo's client is thread-safe and pooled.
 
     Each collection family is an attribute: ``users``, ``revocations``, ``files`` (the records),
-    ``chunks`` (the ciphertext), ``counters`` (the rate limits) and ``usage`` (the quota's totals).
+    ``chunks`` (the ciphertext), ``counters`` (the rate limits), ``usage`` (the quota's totals),
+    ``grants`` (who else may fetch a file's key) and ``events`` (the files' access history).
     """
 
     def __init__(
@@ -71,7 +74,14 @@ class Storage:
         self.revocations = Revocations(self.db)
         self.counters = Counters(self.db)
         self.chunks = Chunks(self.db, chunk_size, records=self.db["files"])
-        self.files = FileRecords(self.db, self.chunks, users=self.users.collection)
+        self.grants = Grants(self.db)
+        self.events = Events(self.db)
+        self.files = FileRecords(
+            self.db,
+            self.chunks,
+            users=self.users.collection,
+            dependents=(self.grants.collection, self.events.collection),
+        )
         self.usage = Usage(self.db)
 
     @property
@@ -90,10 +100,35 @@ class Storage:
         self.files.ensure_indexes()
         self.chunks.ensure_indexes()
         self.usage.ensure_indexes()
+        self.grants.ensure_indexes()
+        self.events.ensure_indexes()
 
     def ping(self) -> None:
         with _mapped_errors():
             self.client.admin.command("ping")
+
+    def remove_dangling_sharing(self, now: datetime) -> int:
+        """Remove grants and events whose file or users are gone (a crash between a deletion's
+        steps, a grant racing one), and events past retention where no TTL index drops them.
+        Full scans: for the sweep. How many rows went."""
+        files, users = self.grants.referenced()
+        event_files = self.events.files()
+        with _mapped_errors():
+            known_files = {
+                doc["_id"]
+                for doc in self.files.collection.find(
+                    {"_id": {"$in": list(files | event_files)}}, {"_id": 1}
+                )
+            }
+            known_users = {
+                doc["_id"]
+                for doc in self.users.collection.find({"_id": {"$in": list(users)}}, {"_id": 1})
+            }
+        removed = self.grants.remove_dangling(files - known_files, users - known_users)
+        for file_id in event_files - known_files:
+            self.events.remove_for_file(file_id)
+            removed += 1
+        return removed + self.events.purge_expired(now)
 
     def repair_usage(self, now: datetime) -> list[UsageRepair]:
         """Set each owner's usage total to the sum of their complete files where it drifted (a

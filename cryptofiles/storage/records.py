@@ -66,11 +66,17 @@ class FileRecords:
     """The file records: ``storage.files``."""
 
     def __init__(
-        self, db: Database[dict[str, Any]], chunks: Chunks, users: Collection[dict[str, Any]]
+        self,
+        db: Database[dict[str, Any]],
+        chunks: Chunks,
+        users: Collection[dict[str, Any]],
+        dependents: tuple[Collection[dict[str, Any]], ...] = (),
     ) -> None:
         self.collection = db["files"]
         self._chunks = chunks  # removed before the record that names them
         self._users = users  # read only, to find records whose owner is gone
+        # Rows about a file by its ``file`` field (grants, events): removed with it, before it.
+        self._dependents = dependents
 
     def ensure_indexes(self) -> None:
         with _mapped_errors():
@@ -120,9 +126,12 @@ class FileRecords:
         return _servable(doc)
 
     def discard(self, file_id: str) -> None:
-        """Remove a file's GridFS entry, its chunks, and last its record. Idempotent."""
+        """Remove a file's GridFS entry, its chunks, its grants and events, and last its record.
+        Idempotent; a crash before the last step leaves the record for the sweep to finish."""
         with _mapped_errors():
             self._chunks.remove(file_id)
+            for dependent in self._dependents:
+                dependent.delete_many({"file": file_id})
             self.collection.delete_one({"_id": file_id})
 
     # -- reading -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.services import build_services
 from cryptofiles.storage import Storage
-from cryptofiles.web import accounts, connection, docs, files, health, page
+from cryptofiles.web import accounts, connection, docs, files, health, page, sharing
 from cryptofiles.web.context import EXTENSION_KEY, services_of
 from cryptofiles.web.errors import register_error_handlers
 from cryptofiles.web.logs import configure_logging, init_request_logging
@@ -54,6 +54,6 @@ def create_app(
     init_request_logging(app)
     init_metrics(app)
     init_limiter(app, services)
-    for blueprint in (accounts.bp, health.bp, files.bp, docs.bp, page.bp):
+    for blueprint in (accounts.bp, health.bp, files.bp, sharing.bp, docs.bp, page.bp):
         app.register_blueprint(blueprint)
     return app

@@ -85,7 +85,8 @@ def delete_account() -> Response:
     # In this order, so that an upload of this user finishing meanwhile leaves nothing behind
     # (FileService._check_owner says why): mark, remove every file, then the user.
     services.storage.users.mark_deleting(user.public_id)
-    deleted = services.files.delete_all(user.public_id)
+    deleted = services.files.delete_all(user.public_id)  # with their grants and events
+    services.sharing.forget_user(user.public_id)  # the grants others gave this user
     services.storage.users.delete(user.public_id)
     services.storage.usage.remove(user.public_id)
     return reply(

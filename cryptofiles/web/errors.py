@@ -14,7 +14,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import accounts, crypto, files, keys, storage
+from cryptofiles import accounts, crypto, files, keys, sharing, storage
 from cryptofiles.web import connection
 from cryptofiles.web.inputs import ApiError
 from cryptofiles.web.responses import error_response
@@ -33,6 +33,9 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (keys.InvalidRecipients, 400),
     (keys.SealingRequired, 403),
     (keys.AccountGone, 401),
+    (sharing.InvalidGrant, 400),
+    (sharing.NoSuchGrant, 404),
+    (sharing.RecordingFailed, 503),
     (files.OwnerGone, 410),
     (files.UploadTooLarge, 413),
     (connection.ClientStalled, 408),

@@ -2,7 +2,10 @@
 deletion and the file's key (plain, or sealed to the caller's age recipients: ``key_response``).
 
 The work is ``files.FileService``'s: ``get(id, owner=...)`` answers "not yours" exactly like "not
-found". Every route needs a token; key fetches are also rate-limited per user.
+found"; the key and the metadata are also for the users the owner granted them to
+(``sharing.Sharing.key_record``). Every route needs a token; key fetches are also rate-limited per
+user. Key deliveries and downloads are recorded in the file's access history before anything is
+sent, and not sent when that fails.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import base64
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
-from cryptofiles import crypto
+from cryptofiles import crypto, sharing
 from cryptofiles.storage import FileRecord, User
 from cryptofiles.web.context import current_services
 from cryptofiles.web.guard import token_required
@@ -20,12 +23,14 @@ from cryptofiles.web.inputs import (
     key_form,
     plain_key_asked,
     request_body,
+    shared_arg,
     upload_content_type,
     upload_name,
 )
 from cryptofiles.web.metrics import current_metrics
 from cryptofiles.web.ratelimit import current_user, limited
 from cryptofiles.web.responses import attachment, file_json, ranged_response, reply
+from cryptofiles.web.sharing import actor
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -51,8 +56,10 @@ def upload() -> Response:
 @bp.get("/files/<file_id>")
 @token_required
 def download(file_id: str) -> Response:
-    files = current_services().files
+    services = current_services()
+    files = services.files
     record = files.get(file_id)
+    services.history.record(record.id, sharing.DOWNLOAD, actor())
     return ranged_response(
         record.stored_size,
         etag=record.id,  # files never change, so the id is a strong validator
@@ -65,8 +72,10 @@ def download(file_id: str) -> Response:
 @bp.get("/files/<file_id>/plaintext")
 @token_required
 def plaintext(file_id: str) -> Response:
-    files = current_services().files
+    services = current_services()
+    files = services.files
     record = files.get(file_id, owner=g.principal.user.public_id)
+    services.history.record(record.id, sharing.PLAINTEXT, actor())
     response = ranged_response(
         record.size,
         etag=f"{record.id}.plain",
@@ -81,18 +90,23 @@ def plaintext(file_id: str) -> Response:
 @bp.get("/files")
 @token_required
 def list_files() -> Response:
-    records, next_cursor = current_services().files.list(
-        g.principal.user.public_id,
-        limit=int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE),
-        cursor=request.args.get("cursor"),
-    )
+    services = current_services()
+    user = g.principal.user.public_id
+    limit = int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    cursor = request.args.get("cursor")
+    if shared_arg() == "with-me":
+        shared, next_cursor = services.sharing.shared_with(user, limit=limit, cursor=cursor)
+        items = [{**file_json(r), "owner_name": owner} for r, owner in shared]
+        return jsonify(files=items, next_cursor=next_cursor)
+    records, next_cursor = services.files.list(user, limit=limit, cursor=cursor)
     return jsonify(files=[file_json(r) for r in records], next_cursor=next_cursor)
 
 
 @bp.get("/files/<file_id>/info")
 @token_required
 def file_info(file_id: str) -> Response:
-    record = current_services().files.get(file_id, owner=g.principal.user.public_id)
+    # The owner, and the users granted the key (they may name and size what they decrypt).
+    record = current_services().sharing.info_record(file_id, g.principal.user.public_id)
     return jsonify(file_json(record))
 
 
@@ -110,17 +124,21 @@ def delete_file(file_id: str) -> Response:
 @limited("keys", by=current_user)
 def file_key(file_id: str) -> Response:
     plain, form = plain_key_asked(), key_form()
-    files = current_services().files
-    record = files.get(file_id, owner=g.principal.user.public_id)
-    return key_response(record, files.key(record), g.principal.user, plain=plain, form=form)
+    record = current_services().sharing.key_record(file_id, g.principal.user.public_id)
+    return key_response(record, g.principal.user, plain=plain, form=form)
 
 
-def key_response(record: FileRecord, key: bytes, user: User, *, plain: bool, form: str) -> Response:
-    """The key of ``record`` as it goes to ``user`` (``KeyCustody.deliver`` decides): the seed's
-    base64 text or JSON when plain; when sealed to the user's age recipients, armored age text by
-    default, the binary age file for ``Accept: application/octet-stream``, or JSON holding the
-    armored text. Never cached."""
-    delivery = current_services().keys.deliver(key, user, plain=plain, armor=form != "binary")
+def key_response(record: FileRecord, user: User, *, plain: bool, form: str) -> Response:
+    """The key of ``record`` as it goes to ``user``, its owner or a grantee (``KeyCustody.deliver``
+    decides): the seed's base64 text or JSON when plain; when sealed to the user's age recipients,
+    armored age text by default, the binary age file for ``Accept: application/octet-stream``, or
+    JSON holding the armored text. Recorded in the file's history before it is answered; never
+    cached."""
+    services = current_services()
+    key = services.files.key(record)
+    delivery = services.keys.deliver(key, user, plain=plain, armor=form != "binary")
+    # No record, no key: RecordingFailed answers 503 (a refused plain key above is no delivery).
+    services.history.record(record.id, sharing.KEY, actor(), sealed=delivery.sealed is not None)
     details = {
         "algorithm": crypto.ALGORITHM,
         "format": crypto.FORMAT,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import g, request
@@ -114,6 +115,45 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     if not INTEGER_RE.fullmatch(raw) or not low <= int(raw) <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}.")
     return int(raw)
+
+
+# -- grants and listings ------------------------------------------------------------------------
+
+SHARED_VALUES = ("with-me",)
+
+
+def grant_request() -> tuple[str, datetime | None]:
+    """``{"user": NAME, "expires_at": optional ISO 8601 time with its zone}`` of a new grant."""
+    body = json_object()
+    user = body.get("user")  # the body only: no header is read for it
+    if user is not None and not isinstance(user, str):
+        raise ApiError(400, "user must be a string.")
+    if not user:
+        raise ApiError(400, 'Name the user to grant: {"user": NAME} as a JSON body.')
+    raw = body.get("expires_at")
+    if raw is None:
+        return user, None
+    if not isinstance(raw, str) or len(raw) > 64:
+        raise ApiError(400, "expires_at must be an ISO 8601 time such as 2030-01-31T12:00:00Z.")
+    try:
+        parsed = datetime.fromisoformat(raw)
+        # Near year 1 or 9999 an offset can carry the time out of datetime's range.
+        expires_at = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        expires_at = None
+    if expires_at is None:
+        raise ApiError(
+            400, "expires_at must be an ISO 8601 time with its zone, such as 2030-01-31T12:00:00Z."
+        )
+    return user, expires_at
+
+
+def shared_arg() -> str | None:
+    """``shared`` of ``GET /files``: absent (your own files) or ``with-me``."""
+    value = request.args.get("shared")
+    if value is not None and value not in SHARED_VALUES:
+        raise ApiError(400, "shared must be with-me (or absent, for your own files).")
+    return value
 
 
 # -- uploads ------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ The database's data dir lives on a 128 MiB tmpfs mounted for this module (root o
 reason otherwise); its log goes elsewhere, so that only the data competes for space. A filler file
 leaves a few MiB free; uploads go on until one fails. Then the filler is deleted and uploads must
 work again, on the same server, with nothing partial left behind. The tmpfs is always unmounted.
+
+While the disk is full the earlier files stay listed; their keys and ciphertext are delivered only
+when the access history can record the delivery (issue 12: nothing is delivered unrecorded), else
+refused with a clean 503; once space is freed every acknowledged file decrypts again.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ def _run(database: PinnedDatabase, server: Launcher, env: dict[str, str], mnt: P
             if len(seen.failures) >= 2:  # a second try on a full disk fails the same way
                 break
     seen.listed_while_full = alice.listed()
-    seen.problems_while_full = check_acknowledged([seen.early, *seen.accepted_while_filling])
+    seen.problems_while_full = delivered_or_refused([seen.early, *seen.accepted_while_filling])
 
     filler.unlink()
     payload = os.urandom(UPLOAD)
@@ -128,6 +132,21 @@ def _run(database: PinnedDatabase, server: Launcher, env: dict[str, str], mnt: P
     seen.problems_at_end = check_acknowledged(acknowledged)
     seen.stored_at_end = Stored.read(database)
     return seen
+
+
+def delivered_or_refused(files: list[Acknowledged]) -> list[str]:
+    """Each key and ciphertext request while full: delivered (its content is checked once space
+    is back), or refused cleanly because its access could not be recorded; the problems found."""
+    problems = []
+    for item in files:
+        for path in (f"/files/{item.file_id}/key", f"/files/{item.file_id}"):
+            answer = item.client.get(path)
+            refused = answer.status == 503 and has_retry_after(answer.headers)
+            if answer.status != 200 and not (
+                refused and is_short_plain_message(answer.headers, answer.body)
+            ):
+                problems.append(f"{path}: {answer.status} {answer.text[:200]}")
+    return problems
 
 
 def test_uploading_past_the_space_fails_cleanly(observed: Observed) -> None:

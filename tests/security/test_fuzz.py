@@ -268,6 +268,7 @@ def test_query_strings_never_answer_5xx(fuzz: Fuzz) -> None:
             "file_id": listed["files"][0]["id"],  # type: ignore[index]
             "filename": "swagger-ui.css",
             "name": "app.js",
+            "user": "fuzzer",  # a grant's user (the owner: no grant, a 404)
         }
         response = fuzz.session.open(
             adapter.build(endpoint, {k: values[k] for k in arguments}, method=method),

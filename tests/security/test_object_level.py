@@ -19,7 +19,8 @@ import itertools
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -59,12 +60,18 @@ ACCEPTS = {"text": {}, "json": JSON}
 INTERNAL_FIELDS = frozenset(
     {"wrapped_key", "kek_id", "owner", "status", "heartbeat", "heartbeat_at", "_id"}
 )
-# The owner-only routes, as the walk below must find them (it fails on any other finding).
+# The owner-only routes, as the walk below must find them (it fails on any other finding). The key
+# and the info are also for the users the owner granted the key (the state machine checks that);
+# to a stranger they answer as the rest do.
 OWNER_ONLY = [
     ("GET", "/files/{}/key"),
     ("GET", "/files/{}/info"),
     ("GET", "/files/{}/plaintext"),
     ("DELETE", "/files/{}"),
+    ("POST", "/files/{}/grants"),
+    ("GET", "/files/{}/grants"),
+    ("DELETE", "/files/{}/grants/{}"),
+    ("GET", "/files/{}/events"),
 ]
 DOWNLOAD = ("GET", "/files/{}")
 PLACEHOLDER = "file-id-placeholder"
@@ -97,6 +104,11 @@ def world(mongodb_uri: str, master_keys: str) -> Iterator[World]:
         file_id = upload(client, alice, plaintext, **{"X-File-Name": "alice-secret.txt"})["id"]
         db = services_of(app).storage.db
         yield World(app, client, db, alice, alice_id, bob, bob_id, revoked, file_id, plaintext)
+
+
+def fill(template: str, value: object) -> str:
+    """``template`` with every ``{}`` set to ``value`` (a grant's route also names a user)."""
+    return template.replace("{}", str(value))
 
 
 def rule_routes(app: Flask) -> Iterator[tuple[str, str, str]]:
@@ -171,10 +183,10 @@ def test_every_per_file_route_is_owner_only_except_the_download(world: World) ->
             continue
         template = url_of(world.app, endpoint, method, PLACEHOLDER).replace(PLACEHOLDER, "{}")
         real = world.client.open(
-            template.format(world.file_id), method=method, headers=auth(world.bob)
+            fill(template, world.file_id), method=method, headers=auth(world.bob)
         )
         unknown = world.client.open(
-            template.format(uuid.uuid4()), method=method, headers=auth(world.bob)
+            fill(template, uuid.uuid4()), method=method, headers=auth(world.bob)
         )
         if (method, template) == DOWNLOAD:
             assert real.status_code == 200
@@ -207,7 +219,7 @@ def test_strangers_get_the_answer_of_an_unknown_id(
 ) -> None:
     def ask(file_id: str, token: str) -> tuple[Any, ...]:
         response = world.client.open(
-            route.format(file_id), method=method, headers={**auth(token), **accept}
+            fill(route, file_id), method=method, headers={**auth(token), **accept}
         )
         # The rate-limit counters count requests, whatever they ask for: not an oracle.
         status, content_type, body, headers = answer(response)
@@ -393,20 +405,48 @@ class File:
     owner: str  # public id
     data: bytes
     alive: bool = True
+    # grantee public id -> expiry (None: until revoked), as the owner last set it
+    grants: dict[str, datetime | None] = dataclasses.field(default_factory=dict)
+
+    def granted(self, public_id: str, now: datetime) -> bool:
+        if public_id not in self.grants:
+            return False
+        expires_at = self.grants[public_id]
+        return expires_at is None or expires_at > now
+
+
+class MovingClock:
+    """The grants' time: now plus whatever the machine has moved it by."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+# A grant's life, as the machine draws it; the clock moves by STEP: a grant of 10 minutes dies at
+# the first move, one of 40 at the third (real time adds milliseconds, never a boundary).
+GRANT_LIVES = [None, timedelta(minutes=10), timedelta(minutes=40)]
+STEP = timedelta(minutes=15)
 
 
 class OwnershipMachine(RuleBasedStateMachine):
     """Random users, tokens and files against a model of who owns what and which tokens live.
 
     Every run starts with two users, each with a token and a file; the steps then register, log
-    in and out, upload, change passwords, delete accounts and use files with random tokens. After
-    every step, every live token asks every file (key, info, plaintext or download, in turn), every
-    dead token one file, and all get exactly the model's answer; every live token lists exactly its
-    user's live files. Names are unique per run: one app (and database) serves all the runs.
+    in and out, upload, change passwords, delete accounts, grant and revoke keys, move the clock
+    past grants' expiry and use files with random tokens. After every step, every live token asks
+    every file (key, info, plaintext or download, in turn), every dead token one file, and all get
+    exactly the model's answer: a key reaches only its owner or a user with a live grant. Every live
+    token lists exactly its user's live files, and the files shared with it; every owner sees
+    exactly the live grants. Names are unique per run: one app (and database) serves all the runs.
     """
 
     client: ClassVar[FlaskClient]
     runs: ClassVar[Iterator[int]]
+    clock: ClassVar[MovingClock]
+    count_grants: ClassVar[Callable[[dict[str, Any]], int]]  # the grants stored that match
 
     def __init__(self) -> None:
         super().__init__()
@@ -429,6 +469,8 @@ class OwnershipMachine(RuleBasedStateMachine):
             return 404
         if op == "download":
             return 200
+        if op in ("key", "info") and target.granted(holder.public_id, self.clock()):
+            return 200
         if target.owner != holder.public_id:
             return 404
         return 204 if op == "delete" else 200
@@ -447,18 +489,35 @@ class OwnershipMachine(RuleBasedStateMachine):
     def a_token(self, data: st.DataObject) -> str:
         return data.draw(st.sampled_from(sorted(self.token_of)), label="token")
 
+    def a_file_and_a_user(self, data: st.DataObject, holder: Token) -> tuple[str, str]:
+        """A file and a user name for a grant: mostly the holder's own live file and another
+        live user (the cases that change something), sometimes any file and any name."""
+        own = sorted(f for f, t in self.file_of.items() if t.owner == holder.public_id and t.alive)
+        others = sorted(n for n, a in self.accounts.items() if a.alive and n != holder.name)
+        anything = data.draw(st.integers(0, 3), label="anything") == 0
+        files = own if own and not anything else sorted(self.file_of)
+        names = others if others and not anything else sorted(self.accounts)
+        file_id = data.draw(st.sampled_from(files), label="file")
+        return file_id, data.draw(st.sampled_from(names), label="user")
+
     # -- rules
 
     @initialize()
     def two_users_with_a_token_and_a_file_each(self) -> None:
+        """...and the first grants the second a key for 10 minutes (so every run has a grant
+        that the clock can end, and one to revoke)."""
+        tokens = []
         for _ in range(2):
             name = self.new_user()
             token = login(self.client, name, self.accounts[name].password)
             self.token_of[token] = Token(name, self.accounts[name].public_id)
+            tokens.append(token)
             data = os.urandom(16)
             self.file_of[upload(self.client, token, data)["id"]] = File(
                 self.accounts[name].public_id, data
             )
+        first_file = next(iter(self.file_of))
+        self.grant_as(tokens[0], first_file, self.token_of[tokens[1]].name, GRANT_LIVES[1])
 
     @rule()
     def register(self) -> None:
@@ -547,8 +606,56 @@ class OwnershipMachine(RuleBasedStateMachine):
         account.alive = False
         self.kill_tokens_of(holder.public_id)
         for target in self.file_of.values():
+            target.grants.pop(holder.public_id, None)  # what was granted to the account goes
             if target.owner == holder.public_id:
                 target.alive = False
+                target.grants.clear()
+
+    @rule(data=st.data(), life=st.sampled_from(GRANT_LIVES))
+    def grant(self, data: st.DataObject, life: timedelta | None) -> None:
+        token = self.a_token(data)
+        file_id, name = self.a_file_and_a_user(data, self.token_of[token])
+        self.grant_as(token, file_id, name, life)
+
+    def grant_as(self, token: str, file_id: str, name: str, life: timedelta | None) -> None:
+        holder = self.token_of[token]
+        target, grantee = self.file_of[file_id], self.accounts[name]
+        now = self.clock()
+        body: dict[str, Any] = {"user": name}
+        if life is not None:
+            body["expires_at"] = (now + life).isoformat()
+        response = self.client.post(f"/files/{file_id}/grants", json=body, headers=auth(token))
+        if not holder.live:
+            assert response.status_code == 401
+        elif not target.alive or target.owner != holder.public_id:
+            assert (response.status_code, response.data) == (404, b"No such file.\n")
+        elif not grantee.alive or grantee.public_id == holder.public_id:
+            assert response.status_code == 400, response.text
+        else:
+            renewed = target.granted(grantee.public_id, now)
+            assert response.status_code == (200 if renewed else 201), response.text
+            target.grants[grantee.public_id] = None if life is None else now + life
+
+    @rule(data=st.data())
+    def revoke(self, data: st.DataObject) -> None:
+        token = self.a_token(data)
+        holder = self.token_of[token]
+        file_id, name = self.a_file_and_a_user(data, holder)
+        target, grantee = self.file_of[file_id], self.accounts[name]
+        response = self.client.delete(f"/files/{file_id}/grants/{name}", headers=auth(token))
+        if not holder.live:
+            assert response.status_code == 401
+        elif not target.alive or target.owner != holder.public_id:
+            assert (response.status_code, response.data) == (404, b"No such file.\n")
+        elif grantee.alive and target.granted(grantee.public_id, self.clock()):
+            assert response.status_code == 204, response.text
+            del target.grants[grantee.public_id]
+        else:
+            assert (response.status_code, response.data) == (404, b"No such grant.\n")
+
+    @rule()
+    def time_passes(self) -> None:
+        self.clock.offset += STEP
 
     @rule(data=st.data(), op=st.sampled_from(OPS))
     def use_a_file(self, data: st.DataObject, op: str) -> None:
@@ -604,6 +711,34 @@ class OwnershipMachine(RuleBasedStateMachine):
                     if target.alive and target.owner == holder.public_id
                 }
                 assert set(listed(self.client, token, "?limit=1000")) == mine
+                now = self.clock()
+                shared = {
+                    file_id
+                    for file_id, target in self.file_of.items()
+                    if target.alive and target.granted(holder.public_id, now)
+                }
+                assert set(listed(self.client, token, "?shared=with-me&limit=1000")) == shared
+
+    @invariant()
+    def grants_are_stored_only_while_file_and_users_live(self) -> None:
+        """Deleting a file or either account removes its grants from the database too (expired
+        ones stay until revoked or swept, harmless: they answer like none)."""
+        stored = self.count_grants({"file": {"$in": sorted(self.file_of)}})
+        assert stored == sum(len(t.grants) for t in self.file_of.values() if t.alive)
+
+    @invariant()
+    def owners_see_exactly_the_live_grants(self) -> None:
+        names = {a.public_id: n for n, a in self.accounts.items() if a.alive}
+        owner_token = {t.public_id: k for k, t in self.token_of.items() if t.live}
+        now = self.clock()
+        for file_id, target in self.file_of.items():
+            token = owner_token.get(target.owner)
+            if not target.alive or token is None:
+                continue
+            response = self.client.get(f"/files/{file_id}/grants", headers=auth(token))
+            assert response.status_code == 200, response.text
+            live = {names[g] for g in target.grants if target.granted(g, now)}
+            assert {g["user"] for g in response.json["grants"]} == live  # type: ignore[index]
 
 
 def test_ownership_state_machine(mongodb_uri: str, master_keys: str) -> None:
@@ -611,6 +746,12 @@ def test_ownership_state_machine(mongodb_uri: str, master_keys: str) -> None:
     with running_app(settings_for(mongodb_uri, master_keys, PASSWORD_HASH=CHEAP_HASH)) as app:
         OwnershipMachine.client = app.test_client()
         OwnershipMachine.runs = itertools.count()
+        # Only the grants' clock moves: tokens are checked against the real time (PyJWT refuses a
+        # token issued in its future), and the machine keeps logging in.
+        OwnershipMachine.clock = MovingClock()
+        # A function, not the collection: hypothesis looks at the machine's attributes.
+        OwnershipMachine.count_grants = services_of(app).storage.db.grants.count_documents
+        services_of(app).sharing.clock = OwnershipMachine.clock
         run_state_machine_as_test(
             OwnershipMachine,
             settings=settings(
