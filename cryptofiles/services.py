@@ -1,4 +1,5 @@
-"""The one wiring: ``build_services(settings)`` makes the storage, accounts and files services.
+"""The one wiring: ``build_services(settings)`` makes the storage, accounts, files and links
+services.
 
 The web app, the CLI's admin commands, the tests and the benchmarks all build the services here,
 so that a setting (the write concern, the quota, the password cost) reaches every one of them
@@ -15,6 +16,7 @@ from cryptofiles.accounts import Authenticator, PasswordHasher, TokenService
 from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService
+from cryptofiles.links import LinkService
 from cryptofiles.storage import CommandListener, Storage
 
 
@@ -24,6 +26,7 @@ class Services:
     storage: Storage
     accounts: Authenticator
     files: FileService
+    links: LinkService
 
     def close(self) -> None:
         self.storage.close()
@@ -65,4 +68,4 @@ def build_services(
     files = FileService(
         storage, settings.master_keys, clock, settings.max_upload_bytes, settings.quota_bytes
     )
-    return Services(settings, storage, accounts, files)
+    return Services(settings, storage, accounts, files, LinkService(storage, files, clock))

@@ -40,6 +40,7 @@ CORE = (
     "clock.py",
     "config.py",
     "files.py",
+    "links.py",
     "services.py",
     "crypto/",
     "storage/",

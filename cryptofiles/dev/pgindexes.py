@@ -26,6 +26,8 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "ciphertext.files": ("_id",),
     "ciphertext.chunks": ("_id", "files_id", "n"),
     "usage": ("_id", "owner", "retired"),
+    "links": ("_id", "token_hash", "file"),
+    "link_downloads": ("_id", "link"),
 }
 ALL_FIELDS = tuple(sorted({f for fields in INDEXED_FIELDS.values() for f in fields}))
 

@@ -20,6 +20,9 @@ Collections, one module (and one attribute of ``Storage``) per family:
   the quota's count, as a chain of versions (``_id`` = ``"<owner>/<v>"``, ``owner``, ``v``,
   ``bytes``, ``at``): see ``usage.py`` for why not ``$inc``. An upload adds its size after its owner
   check; a deletion takes it away when it shreds the record; ``admin sweep`` repairs a drift.
+- ``links`` and ``link_downloads`` (``links.py``, ``storage.links``): share links (``_id``, the hash
+  of the token, ``file``, ``owner``, ``expires_at``, ``max_downloads``) and one document per
+  download counted (``_id`` = ``"<link>:<n>"``): see ``links.py`` for why numbered slots.
 - GridFS bucket ``ciphertext`` (``chunks.py``, ``storage.chunks``; ``ciphertext.files``,
   ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
 
@@ -45,6 +48,7 @@ from cryptofiles.storage.errors import (
     StorageFull,
     UploadLost,
 )
+from cryptofiles.storage.links import LinkRecord
 from cryptofiles.storage.records import FileRecord
 from cryptofiles.storage.usage import UsageHead, UsageRepair
 from cryptofiles.storage.users import User, name_key
@@ -55,6 +59,7 @@ __all__ = [
     "CorruptFile",
     "DatabaseUnavailable",
     "FileRecord",
+    "LinkRecord",
     "NameTaken",
     "Storage",
     "StorageError",

@@ -14,6 +14,7 @@ from pymongo.monitoring import CommandListener as CommandListener
 from cryptofiles.storage.chunks import Chunks
 from cryptofiles.storage.counters import Counters
 from cryptofiles.storage.errors import _mapped_errors
+from cryptofiles.storage.links import Links
 from cryptofiles.storage.records import FileRecords
 from cryptofiles.storage.revocations import Revocations
 from cryptofiles.storage.usage import Usage, UsageRepair
@@ -29,7 +30,8 @@ class Storage:
     """The service's database. One instance per app; pymongo's client is thread-safe and pooled.
 
     Each collection family is an attribute: ``users``, ``revocations``, ``files`` (the records),
-    ``chunks`` (the ciphertext), ``counters`` (the rate limits) and ``usage`` (the quota's totals).
+    ``chunks`` (the ciphertext), ``counters`` (the rate limits), ``usage`` (the quota's totals)
+    and ``links`` (share links).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Storage:
         self.chunks = Chunks(self.db, chunk_size, records=self.db["files"])
         self.files = FileRecords(self.db, self.chunks, users=self.users.collection)
         self.usage = Usage(self.db)
+        self.links = Links(self.db)
 
     @property
     def ttl_supported(self) -> bool:
@@ -90,6 +93,7 @@ class Storage:
         self.files.ensure_indexes()
         self.chunks.ensure_indexes()
         self.usage.ensure_indexes()
+        self.links.ensure_indexes()
 
     def ping(self) -> None:
         with _mapped_errors():

@@ -14,7 +14,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import accounts, crypto, files, storage
+from cryptofiles import accounts, crypto, files, links, storage
 from cryptofiles.web import connection
 from cryptofiles.web.inputs import ApiError
 from cryptofiles.web.responses import error_response
@@ -30,6 +30,9 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (files.UploadInterrupted, 400),
     (files.InvalidCursor, 400),
     (files.NoSuchFile, 404),
+    (links.InvalidLink, 400),
+    (links.TooManyLinks, 400),
+    (links.NoSuchLink, 404),
     (files.OwnerGone, 410),
     (files.UploadTooLarge, 413),
     (connection.ClientStalled, 408),
