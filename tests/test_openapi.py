@@ -209,6 +209,7 @@ def test_real_answers_are_documented(
         send_both("get", url, 416, headers={**alice, "Range": "bytes=100000-"})
         etag = send("get", url, 200, headers=alice).headers["ETag"]
         send_both("get", url, 304, headers={**alice, "If-None-Match": etag})
+    share_links(send, send_both, alice, file_id, unknown)
     send_both("delete", f"/files/{unknown}", 404, headers=alice)
     send("delete", f"/files/{file_id}", 204, headers=alice)
 
@@ -256,6 +257,26 @@ def test_real_answers_are_documented(
     send("delete", "/account", 200, accept=JSON, headers=bob, json={"User_Password": PASSWORD})
 
     assert answered == {(method, path) for method, path, _ in operations(spec)}
+
+
+def share_links(
+    send: Any, send_both: Any, alice: dict[str, str], file_id: str, unknown: str
+) -> None:
+    """The share-link routes: create, list, the holder's page and download, revoke."""
+    links = f"/files/{file_id}/links"
+    send("post", links, 201, headers=alice)
+    link = send("post", links, 201, accept=JSON, headers=alice, json={"max_downloads": 1}).json
+    send_both("post", links, 400, headers=alice, json={"max_downloads": 0})
+    send_both("post", f"/files/{unknown}/links", 404, headers=alice)
+    send_both("get", links, 200, headers=alice)
+    send_both("get", f"/files/{unknown}/links", 404, headers=alice)
+    path = "/s/" + link["url"].rsplit("/s/", 1)[1]
+    send("get", path, 200)
+    send("get", f"{path}/file", 200)
+    send_both("get", path, 404)  # used up
+    send_both("get", f"{path}/file", 404)
+    send("delete", f"{links}/{link['id']}", 204, headers=alice)
+    send_both("delete", f"{links}/{link['id']}", 404, headers=alice)
 
 
 def test_docs_page_uses_only_local_assets(client: FlaskClient) -> None:
