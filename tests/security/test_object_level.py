@@ -177,7 +177,9 @@ def test_every_per_file_route_is_owner_only_except_the_download(world: World) ->
         template = url_of(world.app, endpoint, method, PLACEHOLDER).replace(PLACEHOLDER, "{}")
         real = world.client.open(
             # Every parameter the same id (a link id too): the file check comes first.
-            template.replace("{}", world.file_id), method=method, headers=auth(world.bob)
+            template.replace("{}", world.file_id),
+            method=method,
+            headers=auth(world.bob),
         )
         unknown = world.client.open(
             template.replace("{}", str(uuid.uuid4())), method=method, headers=auth(world.bob)
