@@ -83,9 +83,7 @@ def test_fifty_concurrent_downloads_of_a_link_allowing_ten(server: Server) -> No
     assert statuses == [200] * 10 + [404] * 40
     assert all(data == ciphertext for status, data in answers if status == 200)
     assert len({data for status, data in answers if status == 404}) == 1
-    _, data = server.request(
-        "GET", f"/files/{file_id}/links", None, {"x-access-tokens": token}
-    )
+    _, data = server.request("GET", f"/files/{file_id}/links", None, {"x-access-tokens": token})
     assert json.loads(data) == {"links": []}  # used up: no longer live
     assert link["token"] not in server.log()
 
