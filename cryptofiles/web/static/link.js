@@ -88,6 +88,9 @@ async function decryptAndSave() {
   }
 }
 
+// The key is read once, at load: a fragment edited in the address bar loads the page again.
+window.addEventListener("hashchange", () => location.reload());
+
 $("link-name").textContent = info.name;
 $("link-size").textContent = `(${formatSize(info.size)})`;
 const cipherLink = $("link-ciphertext");
