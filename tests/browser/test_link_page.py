@@ -93,7 +93,7 @@ def test_without_the_fragment_the_page_offers_the_ciphertext(
 def test_a_wrong_key_or_a_used_up_link_saves_nothing_and_says_why(
     open_page: OpenPage, server: Server
 ) -> None:
-    link, key, _ = shared(server, "wrongkeyowner", b"x" * 5000, max_downloads=1)
+    link, _, _ = shared(server, "wrongkeyowner", b"x" * 5000, max_downloads=1)
     page = open_page().page
     downloads: list[Any] = []
     page.on("download", lambda started: downloads.append(started))
