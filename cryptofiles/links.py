@@ -21,7 +21,6 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from cryptofiles.audit import security_event
 from cryptofiles.clock import Clock
 from cryptofiles.files import FileService, NoSuchFile
 from cryptofiles.storage import FileRecord, LinkRecord, Storage
@@ -127,13 +126,16 @@ class LinkService:
 
     def open(self, token: str) -> tuple[LinkRecord, FileRecord]:
         """The live link ``token`` names and its file, without counting a download."""
+        link, record = self._link(token)
+        limit = link.max_downloads
+        if limit is not None and self.storage.links.downloads_of(link.id) >= limit:
+            raise NoSuchLink("No such link.")
+        return link, record
+
+    def _link(self, token: str) -> tuple[LinkRecord, FileRecord]:
+        """The unexpired link ``token`` names and its servable file, used up or not."""
         link = self.storage.links.by_token_hash(token_hash(token))
         if link is None or link.expires_at <= self.clock():
-            raise NoSuchLink("No such link.")
-        used_up = link.max_downloads is not None and (
-            self.storage.links.downloads_of(link.id) >= link.max_downloads
-        )
-        if used_up:
             raise NoSuchLink("No such link.")
         try:
             record = self.files.get(link.file, owner=link.owner)
@@ -144,9 +146,8 @@ class LinkService:
     def download(self, token: str) -> FileRecord:
         """Count one download of the link ``token`` (atomically: see ``storage/links.py``) and
         answer its file; NoSuchLink when the link is dead or its downloads are used up."""
-        link, record = self.open(token)
+        link, record = self._link(token)
         if self.storage.links.take_download(link, self.clock()) is None:
-            security_event("link.used_up", link=link.id)
             raise NoSuchLink("No such link.")
         self.record_download(link, record)
         return record

@@ -196,6 +196,9 @@ def test_a_link_allows_exactly_its_downloads_then_leaves_the_listing(
     link = new_link(client, alice, file_id, max_downloads=2)
     page = client.get(path_of(link))  # looking at the page counts nothing
     assert page.status_code == 200
+    head = client.head(f"{path_of(link)}/file")  # nor does a HEAD (link previews, curl -I)
+    assert head.status_code == 200 and head.data == b""
+    assert head.content_length == len(ciphertext(client, alice, file_id))
     statuses = [client.get(f"{path_of(link)}/file").status_code for _ in range(3)]
     assert statuses == [200, 200, 404]
     assert client.get(f"/files/{file_id}/links", headers=auth(alice)).json == {"links": []}
@@ -290,3 +293,18 @@ def test_link_routes_are_rate_limited_per_address(
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     other = limited.get(path_of(link), environ_base={"REMOTE_ADDR": "192.0.2.7"})
     assert other.status_code == 200
+
+
+def test_the_request_log_never_holds_a_link_token(
+    make_app: Any, client: FlaskClient, alice: str, file_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = new_link(client, alice, file_id)
+    limited = make_app(RATE_LIMIT_LINKS="1/minute").test_client()
+    with caplog.at_level("DEBUG"):
+        assert limited.get(f"{path_of(link)}/file").status_code == 200
+        assert limited.get(f"{path_of(link)}/file").status_code == 429  # a security event
+        assert limited.get("/s/unknown-token-text").status_code == 404
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "/s/<token>/file" in logged
+    for secret in (link["token"], "unknown-token-text"):
+        assert secret not in logged

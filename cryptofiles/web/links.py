@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flask import Blueprint, Response, g, jsonify, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from cryptofiles.web.context import current_services
 from cryptofiles.web.guard import token_required
@@ -78,9 +78,14 @@ def link_page(token: str) -> Response:
 @bp.get("/s/<token>/file")
 @limited("links", by=client_address)
 def link_file(token: str) -> Response:
-    """The ciphertext, whole (each request counts one download, so no ranges and no 304)."""
+    """The ciphertext, whole (each request counts one download, so no ranges and no 304).
+
+    HEAD counts nothing: it sends no file (link previews and ``curl -I`` would spend downloads)."""
     services = current_services()
-    record = services.links.download(token)
+    if request.method == "HEAD":
+        _, record = services.links.open(token)
+    else:
+        record = services.links.download(token)
     response = ranged_response(
         record.stored_size,
         etag=record.id,
