@@ -26,7 +26,9 @@ DECLARE
     "ciphertext.files": ["_id"],
     "revoked_tokens": ["_id"],
     "rate_counters": ["_id"],
-    "usage": ["_id", "owner", "retired"]
+    "usage": ["_id", "owner", "retired"],
+    "links": ["_id", "token_hash", "file"],
+    "link_downloads": ["_id", "link"]
   }';
   coll record;
   field text;
