@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cryptofiles.links import MAX_DOWNLOADS, NoSuchLink
+from cryptofiles.links import MAX_DOWNLOADS, MAX_LINKS_PER_FILE, NoSuchLink
 from cryptofiles.web import services_of
 from cryptofiles.web.page import CSP
 from tests.support.api import JSON, Accounts, auth, upload
@@ -308,3 +308,16 @@ def test_the_request_log_never_holds_a_link_token(
     assert "/s/<token>/file" in logged
     for secret in (link["token"], "unknown-token-text"):
         assert secret not in logged
+
+
+def test_a_file_has_at_most_its_bound_of_live_links(
+    make_app: Any, alice: str, file_id: str, db: Any
+) -> None:
+    client = make_app(RATE_LIMIT_LINKS="1000/minute").test_client()
+    links = [new_link(client, alice, file_id) for _ in range(MAX_LINKS_PER_FILE)]
+    refused = client.post(f"/files/{file_id}/links", headers=auth(alice))
+    assert refused.status_code == 400 and "revoke one" in refused.text
+    assert db.links.count_documents({}) == MAX_LINKS_PER_FILE
+    gone = client.delete(f"/files/{file_id}/links/{links[0]['id']}", headers=auth(alice))
+    assert gone.status_code == 204
+    new_link(client, alice, file_id)
