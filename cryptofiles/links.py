@@ -161,13 +161,16 @@ class LinkService:
 
     def sweep(self) -> int:
         """Remove links past their expiry and links whose file is gone (a crash between a file's
-        deletion and its links'); returns how many. Full scans: for ``admin sweep``."""
+        deletion and its links'), and downloads counted for links gone; returns how many links.
+        Full scans: for ``admin sweep``."""
         removed = 0
         for link_id in self.storage.links.expired(self.clock()):
             removed += self.storage.links.remove(link_id)
         for file_id in self.storage.links.linked_files():
             if self.storage.files.complete_by_id(file_id) is None:
                 removed += self.storage.links.remove_for_file(file_id)
+        # Not counted as links: the downloads counted by a link removed meanwhile.
+        self.storage.links.remove_orphan_downloads()
         if removed:
             log.info("swept %d share link(s)", removed)
         return removed

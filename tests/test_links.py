@@ -262,8 +262,12 @@ def test_the_sweep_removes_expired_links_and_links_of_files_gone(
         {"_id": expired["id"]}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(days=1)}}
     )
     db.files.delete_one({"_id": gone["file"]})  # as a crash between the file and its links leaves
+    assert client.get(f"{path_of(live)}/file").status_code == 200
+    # A download counted for a link revoked at that moment.
+    db.link_downloads.insert_one({"_id": "revoked:1", "link": "revoked", "n": 1})
     assert services_of(app).links.sweep() == 2
     assert [doc["_id"] for doc in db.links.find()] == [live["id"]]
+    assert [doc["link"] for doc in db.link_downloads.find()] == [live["id"]]
 
 
 def test_the_page_carries_the_policy_and_escapes_the_file_name(

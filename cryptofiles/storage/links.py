@@ -131,3 +131,12 @@ class Links:
         """Every file some link names (a full scan: for the sweep)."""
         with _mapped_errors():
             return {str(file_id) for file_id in self.collection.distinct("file")}
+
+    def remove_orphan_downloads(self) -> int:
+        """Remove counted downloads whose link is gone (a download that raced the link's removal);
+        returns how many links they belonged to. Full scans: for the sweep."""
+        with _mapped_errors():
+            orphans = set(self.downloads.distinct("link")) - set(self.collection.distinct("_id"))
+            for link_id in orphans:
+                self.downloads.delete_many({"link": link_id})
+        return len(orphans)
