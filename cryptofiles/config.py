@@ -32,6 +32,7 @@ RATE_LIMITS = (
     "RATE_LIMIT_LOGIN_ADDRESS",
     "RATE_LIMIT_REGISTRATION",
     "RATE_LIMIT_KEYS",
+    "RATE_LIMIT_LINKS",
 )
 # Whole-number settings, read by from_mapping with the field's default when unset.
 INTEGERS = (
@@ -99,6 +100,8 @@ class Settings:
     rate_limit_login_address: str = "60/minute"
     rate_limit_registration: str = "30/hour"
     rate_limit_keys: str = "600/minute"
+    # Requests to the share-link routes per client address (each view counted on its own).
+    rate_limit_links: str = "60/minute"
     quota_bytes: int = 50 * GiB
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     events_retention_days: int = 90

@@ -289,6 +289,8 @@ class FileService:
         if was is not None and count:
             owner, size = was
             self.storage.usage.add(owner, -size, self.clock())
+        # Its share links go with it (they already answer 404: the file is no longer servable).
+        self.storage.links.remove_for_file(file_id)
         self.storage.files.discard(file_id)
 
     def delete_all(self, owner: str) -> int:

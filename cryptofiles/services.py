@@ -1,4 +1,5 @@
-"""The one wiring: ``build_services(settings)`` makes the storage, accounts, files and keys services.
+"""The one wiring: ``build_services(settings)`` makes the storage, accounts, files, keys, sharing,
+history and links services.
 
 The web app, the CLI's admin commands, the tests and the benchmarks all build the services here,
 so that a setting (the write concern, the quota, the password cost) reaches every one of them
@@ -16,6 +17,7 @@ from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.files import FileService
 from cryptofiles.keys import KeyCustody
+from cryptofiles.links import LinkService
 from cryptofiles.sharing import History, Sharing
 from cryptofiles.storage import CommandListener, Storage
 
@@ -29,6 +31,7 @@ class Services:
     keys: KeyCustody
     history: History
     sharing: Sharing
+    links: LinkService
 
     def close(self) -> None:
         self.storage.close()
@@ -72,4 +75,7 @@ def build_services(
     )
     history = History(storage, clock, timedelta(days=settings.events_retention_days))
     sharing = Sharing(storage, files, history)
-    return Services(settings, storage, accounts, files, KeyCustody(storage), history, sharing)
+    links = LinkService(storage, files, clock)
+    return Services(
+        settings, storage, accounts, files, KeyCustody(storage), history, sharing, links
+    )

@@ -28,7 +28,9 @@ DECLARE
     "rate_counters": ["_id"],
     "usage": ["_id", "owner", "retired"],
     "grants": ["_id", "file", "owner", "grantee"],
-    "events": ["_id", "file"]
+    "events": ["_id", "file"],
+    "links": ["_id", "token_hash", "file"],
+    "link_downloads": ["_id", "link"]
   }';
   coll record;
   field text;

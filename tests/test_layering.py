@@ -42,6 +42,7 @@ CORE = (
     "config.py",
     "files.py",
     "keys.py",
+    "links.py",
     "services.py",
     "sharing.py",
     "crypto/",

@@ -227,6 +227,7 @@ def test_real_answers_are_documented(
     send_both("get", f"/files/{file_id}/events?limit=2", 200, headers=alice)
     send_both("get", f"/files/{file_id}/events?cursor=x", 400, headers=alice)
     send_both("get", f"/files/{file_id}/events", 404, headers=bob)
+    share_links(send, send_both, alice, file_id, unknown)
     send_both("delete", f"/files/{unknown}", 404, headers=alice)
     send_recipients_and_sealed_keys(send, send_both, alice, file_id)
     send("delete", f"/files/{file_id}", 204, headers=alice)
@@ -298,6 +299,26 @@ def send_recipients_and_sealed_keys(
         headers=alice,
         json={"recipients": [], "require_sealed": False},
     )
+
+
+def share_links(
+    send: Any, send_both: Any, alice: dict[str, str], file_id: str, unknown: str
+) -> None:
+    """The share-link routes: create, list, the holder's page and download, revoke."""
+    links = f"/files/{file_id}/links"
+    send("post", links, 201, headers=alice)
+    link = send("post", links, 201, accept=JSON, headers=alice, json={"max_downloads": 1}).json
+    send_both("post", links, 400, headers=alice, json={"max_downloads": 0})
+    send_both("post", f"/files/{unknown}/links", 404, headers=alice)
+    send_both("get", links, 200, headers=alice)
+    send_both("get", f"/files/{unknown}/links", 404, headers=alice)
+    path = "/s/" + link["url"].rsplit("/s/", 1)[1]
+    send("get", path, 200)
+    send("get", f"{path}/file", 200)
+    send_both("get", path, 404)  # used up
+    send_both("get", f"{path}/file", 404)
+    send("delete", f"{links}/{link['id']}", 204, headers=alice)
+    send_both("delete", f"{links}/{link['id']}", 404, headers=alice)
 
 
 def test_docs_page_uses_only_local_assets(client: FlaskClient) -> None:

@@ -80,7 +80,16 @@ class PlanLog:
         self.plans = 0
         tables = {table_prefix(c): c for _, c in ALLOWED_SCANS} | {
             table_prefix(c): c
-            for c in ("files", "users", "revoked_tokens", "rate_counters", "grants", "events")
+            for c in (
+                "files",
+                "users",
+                "revoked_tokens",
+                "rate_counters",
+                "grants",
+                "events",
+                "links",
+                "link_downloads",
+            )
         }
         self.collections = tables
 
@@ -210,6 +219,7 @@ def _drive(client: FlaskClient, step: Callable[[str, Callable[[], object]], None
     step("info", lambda: _ok(client.get(f"{url}/info", headers=auth(token))))
     step("unknown file", lambda: _ok(client.get(f"{url[:-4]}0000", headers=auth(token)), 404))
     _drive_sharing(client, step, token, file_id)
+    share_link_steps(step, client, token, url)
     step("delete", lambda: _ok(client.delete(url, headers=auth(token)), 204))
     step("wrong password", lambda: _ok(_login(client, "alice", "wrong password"), 401))
     step("logout", lambda: _ok(client.post("/logout", headers=auth(token))))
@@ -242,6 +252,23 @@ def _drive_sharing(
     step("revoke", lambda: _ok(client.delete(revoke, headers=auth(token)), 204))
     step("grant for the deletion", lambda: client.post(f"{url}/grants", json=grant,
                                                        headers=auth(token)))  # fmt: skip
+
+
+def share_link_steps(step: Any, client: Any, token: str, url: str) -> None:
+    """Create, list, open, download through and revoke a share link (the file's delete, after
+    these, removes its other links)."""
+    box: dict[str, Any] = {}
+    new = {**auth(token), **JSON}
+    step("create link", lambda: box.update(link=client.post(f"{url}/links", headers=new)))
+    _ok(box["link"], 201)
+    step("second link", lambda: _ok(client.post(f"{url}/links", headers=new, json={}), 201))
+    path = "/s/" + box["link"].json["url"].rsplit("/s/", 1)[1]
+    step("list links", lambda: _ok(client.get(f"{url}/links", headers=auth(token))))
+    step("link page", lambda: _ok(client.get(path)))
+    step("link download", lambda: _ok(client.get(f"{path}/file")))
+    revoke = f"{url}/links/{box['link'].json['id']}"
+    step("revoke link", lambda: _ok(client.delete(revoke, headers=auth(token)), 204))
+    step("dead link", lambda: _ok(client.get(f"{path}/file"), 404))
 
 
 def _login(client: FlaskClient, name: str, password: str) -> Any:

@@ -90,6 +90,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     print("  files: files_by_owner, files_by_status")
     print("  ciphertext.chunks: files_id_1_n_1 (unique)")
     print("  usage: usage_by_owner, usage_retired")
+    print("  links: links_by_token, links_by_file, links_by_expiry")
     return EXIT_OK
 
 
@@ -97,9 +98,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     settings = admin_settings(args.secrets_file)
     with open_services(settings) as services:
         report = services.files.sweep(orphans=True, usage=True)
+        links = services.links.sweep()
     print(
         f"Swept: unfinished={report.unfinished} orphans={report.orphans}"
-        f" ownerless={report.ownerless} usage_repaired={len(report.usage)}"
+        f" ownerless={report.ownerless} usage_repaired={len(report.usage)} links={links}"
     )
     for repair in report.usage:
         print(f"  usage of user {repair.owner}: {repair.recorded} -> {repair.stored} bytes")

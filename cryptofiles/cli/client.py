@@ -32,6 +32,7 @@ from cryptofiles.cli import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    links,
     sealed,
 )
 from cryptofiles.cli.output import (
@@ -261,6 +262,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    if links.is_link(args.id):
+        return links.cmd_download_link(args)
     api = logged_in_api(args)
     if args.output is not None and not Path(args.output).is_dir():
         refuse_existing(Path(args.output), args.force)  # before any transfer

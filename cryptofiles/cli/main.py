@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptofiles import __version__
-from cryptofiles.cli import EXIT_ERROR, EXIT_SIGINT, CliError, client
+from cryptofiles.cli import EXIT_ERROR, EXIT_SIGINT, CliError, client, links
 from cryptofiles.cli.terminal import PASSWORD_ENV, describe
 from cryptofiles.cli.transport import DEFAULT_URL, URL_ENV
 
@@ -105,9 +105,11 @@ def add_file_commands(commands: Any) -> None:
     identity_option(cmd)
     cmd.set_defaults(handler=client.cmd_key)
     cmd = commands.add_parser(
-        "download", help="download a file's ciphertext, or with --decrypt its content"
+        "download",
+        help="download a file's ciphertext, or with --decrypt its content; or download through "
+        "a share link (no login), decrypted when the link holds its key (#k=...)",
     )
-    cmd.add_argument("id")
+    cmd.add_argument("id", metavar="ID|LINK")
     cmd.add_argument(
         "-o",
         "--output",
@@ -118,6 +120,15 @@ def add_file_commands(commands: Any) -> None:
     identity_option(cmd)
     cmd.add_argument("--force", action="store_true", help="replace an existing output file")
     cmd.set_defaults(handler=client.cmd_download)
+    cmd = commands.add_parser(
+        "link", help="create a share link to a file; prints it with the key in its #k= fragment"
+    )
+    cmd.add_argument("id")
+    cmd.add_argument(
+        "--expires", type=links.expiry, help="a duration (30m, 12h, 7d) or an ISO 8601 time"
+    )
+    cmd.add_argument("--max-downloads", type=max_downloads, metavar="N", help="1 to 10000")
+    cmd.set_defaults(handler=links.cmd_link)
     cmd = commands.add_parser("decrypt", help="decrypt a downloaded ciphertext, offline")
     cmd.add_argument("file", metavar="FILE")
     keys = cmd.add_mutually_exclusive_group(required=True)
@@ -155,6 +166,12 @@ def add_admin_commands(commands: Any) -> None:
 def page_size(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= client.MAX_PAGE_SIZE:
         raise argparse.ArgumentTypeError(f"must be an integer from 1 to {client.MAX_PAGE_SIZE}")
+    return int(text)
+
+
+def max_downloads(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= links.MAX_DOWNLOADS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {links.MAX_DOWNLOADS}")
     return int(text)
 
 

@@ -28,6 +28,8 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "usage": ("_id", "owner", "retired"),
     "grants": ("_id", "file", "owner", "grantee"),
     "events": ("_id", "file"),
+    "links": ("_id", "token_hash", "file"),
+    "link_downloads": ("_id", "link"),
 }
 ALL_FIELDS = tuple(sorted({f for fields in INDEXED_FIELDS.values() for f in fields}))
 

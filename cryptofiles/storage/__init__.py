@@ -25,6 +25,9 @@ Collections, one module (and one attribute of ``Storage``) per family:
   besides the owner may fetch a file's key. Removed with the file and with either account.
 - ``events`` (``events.py``, ``storage.events``): a file's access history (key deliveries, grant
   changes, downloads), with ``expire_at`` for retention. Removed with the file.
+- ``links`` and ``link_downloads`` (``links.py``, ``storage.links``): share links (``_id``, the hash
+  of the token, ``file``, ``owner``, ``expires_at``, ``max_downloads``) and one document per
+  download counted (``_id`` = ``"<link>:<n>"``): see ``links.py`` for why numbered slots.
 - GridFS bucket ``ciphertext`` (``chunks.py``, ``storage.chunks``; ``ciphertext.files``,
   ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
 
@@ -50,6 +53,7 @@ from cryptofiles.storage.errors import (
     StorageFull,
     UploadLost,
 )
+from cryptofiles.storage.links import LinkRecord
 from cryptofiles.storage.records import FileRecord
 from cryptofiles.storage.usage import UsageHead, UsageRepair
 from cryptofiles.storage.users import User, name_key
@@ -60,6 +64,7 @@ __all__ = [
     "CorruptFile",
     "DatabaseUnavailable",
     "FileRecord",
+    "LinkRecord",
     "NameTaken",
     "Storage",
     "StorageError",

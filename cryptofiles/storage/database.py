@@ -16,6 +16,7 @@ from cryptofiles.storage.counters import Counters
 from cryptofiles.storage.errors import _mapped_errors
 from cryptofiles.storage.events import Events
 from cryptofiles.storage.grants import Grants
+from cryptofiles.storage.links import Links
 from cryptofiles.storage.records import FileRecords
 from cryptofiles.storage.revocations import Revocations
 from cryptofiles.storage.usage import Usage, UsageRepair
@@ -32,7 +33,8 @@ class Storage:
 
     Each collection family is an attribute: ``users``, ``revocations``, ``files`` (the records),
     ``chunks`` (the ciphertext), ``counters`` (the rate limits), ``usage`` (the quota's totals),
-    ``grants`` (who else may fetch a file's key) and ``events`` (the files' access history).
+    ``grants`` (who else may fetch a file's key), ``events`` (the files' access history) and
+    ``links`` (share links).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Storage:
             dependents=(self.grants.collection, self.events.collection),
         )
         self.usage = Usage(self.db)
+        self.links = Links(self.db)
 
     @property
     def ttl_supported(self) -> bool:
@@ -102,6 +105,7 @@ class Storage:
         self.usage.ensure_indexes()
         self.grants.ensure_indexes()
         self.events.ensure_indexes()
+        self.links.ensure_indexes()
 
     def ping(self) -> None:
         with _mapped_errors():

@@ -3,8 +3,9 @@
 ``create_app()`` builds everything from ``Settings`` (read from the environment when none is given);
 nothing happens at import time. Each concern is a blueprint whose views are module-level functions:
 ``accounts`` (registration, login, logout, password, deletion), ``files`` (upload, download, listing,
-keys), ``health`` (liveness, readiness, metrics), ``docs`` (OpenAPI, Swagger UI) and ``page`` (the
-web page at ``/app/``). Views read "authenticate, look up, check, act, answer":
+keys), ``links`` (share links: the owner's routes, the holder's page and download), ``health``
+(liveness, readiness, metrics), ``docs`` (OpenAPI, Swagger UI) and ``page`` (the web page at
+``/app/``). Views read "authenticate, look up, check, act, answer":
 ``guard.token_required`` authenticates, the services (``cryptofiles.accounts``,
 ``cryptofiles.files``) do the work, ``inputs`` parses every request field, ``responses`` shapes every
 answer and ``errors`` maps the services' exceptions to statuses. Rate limits (``ratelimit``) are
@@ -21,7 +22,7 @@ from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.services import build_services
 from cryptofiles.storage import Storage
-from cryptofiles.web import accounts, connection, docs, files, health, page, sharing
+from cryptofiles.web import accounts, connection, docs, files, health, links, page, sharing
 from cryptofiles.web.context import EXTENSION_KEY, services_of
 from cryptofiles.web.errors import register_error_handlers
 from cryptofiles.web.logs import configure_logging, init_request_logging
@@ -54,6 +55,6 @@ def create_app(
     init_request_logging(app)
     init_metrics(app)
     init_limiter(app, services)
-    for blueprint in (accounts.bp, health.bp, files.bp, sharing.bp, docs.bp, page.bp):
+    for blueprint in (accounts.bp, health.bp, files.bp, sharing.bp, links.bp, docs.bp, page.bp):
         app.register_blueprint(blueprint)
     return app

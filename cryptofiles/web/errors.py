@@ -14,7 +14,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import accounts, crypto, files, keys, sharing, storage
+from cryptofiles import accounts, crypto, files, keys, links, sharing, storage
 from cryptofiles.web import connection
 from cryptofiles.web.inputs import ApiError
 from cryptofiles.web.responses import error_response
@@ -36,6 +36,9 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (sharing.InvalidGrant, 400),
     (sharing.NoSuchGrant, 404),
     (sharing.RecordingFailed, 503),
+    (links.InvalidLink, 400),
+    (links.TooManyLinks, 400),
+    (links.NoSuchLink, 404),
     (files.OwnerGone, 410),
     (files.UploadTooLarge, 413),
     (connection.ClientStalled, 408),

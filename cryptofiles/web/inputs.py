@@ -156,6 +156,31 @@ def shared_arg() -> str | None:
     return value
 
 
+def link_settings() -> tuple[datetime | None, int | None]:
+    """``expires_at`` (ISO 8601 with its time zone) and ``max_downloads`` of a new share link, from
+    the JSON body; None for each one absent. Their ranges are the links service's rules."""
+    body = json_object()
+    expires_at, max_downloads = body.get("expires_at"), body.get("max_downloads")
+    if expires_at is not None:
+        try:
+            # fromisoformat also takes non-ASCII digits; the ASCII check keeps the format strict.
+            if not isinstance(expires_at, str) or not expires_at.isascii():
+                raise ValueError("not text")
+            expires_at = datetime.fromisoformat(expires_at)
+        except ValueError:
+            raise ApiError(
+                400, "expires_at must be an ISO 8601 time such as 2030-01-31T12:00:00Z."
+            ) from None
+        if expires_at.tzinfo is None:
+            raise ApiError(400, "expires_at must include its time zone (for example a final Z).")
+    # bool is an int in Python; JSON's true is not a count.
+    if max_downloads is not None and (
+        not isinstance(max_downloads, int) or isinstance(max_downloads, bool)
+    ):
+        raise ApiError(400, "max_downloads must be an integer.")
+    return expires_at, max_downloads
+
+
 # -- uploads ------------------------------------------------------------------------------------
 
 

@@ -1,10 +1,10 @@
 """Logging: one JSON object per line, each with the request id; security events (audit.py) get
 who and from where.
 
-What is never logged: passwords, tokens, file keys, master keys, file contents, request bodies, and
-header values. User input that is logged (a user name, a file id) goes through the JSON encoder, so
-CR/LF and quotes in it cannot forge log lines. pymongo's command logs (which would show documents)
-are held at WARNING whatever LOG_LEVEL says.
+What is never logged: passwords, tokens (share links' too: ``logged_path``), file keys, master
+keys, file contents, request bodies, and header values. User input that is logged (a user name, a
+file id) goes through the JSON encoder, so CR/LF and quotes in it cannot forge log lines. pymongo's
+command logs (which would show documents) are held at WARNING whatever LOG_LEVEL says.
 """
 
 from __future__ import annotations
@@ -24,6 +24,15 @@ request_log = logging.getLogger("cryptofiles.request")
 
 # A client may pass its own id for correlation, if it looks like one (never arbitrary text).
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def logged_path() -> str:
+    """The request's path as it may be logged: a share link's token (a credential, in the path)
+    is replaced by ``<token>``."""
+    token = (request.view_args or {}).get("token")
+    if isinstance(token, str) and token:
+        return request.path.replace(token, "<token>")
+    return request.path
 
 
 class _RequestContext(logging.Filter):
@@ -78,7 +87,7 @@ def init_request_logging(app: Flask) -> None:
             "request",
             extra={
                 "method": request.method,
-                "path": request.path,  # never the query string
+                "path": logged_path(),  # never the query string, nor a link's token
                 "status": response.status_code,
                 "ms": round(
                     (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1

@@ -39,6 +39,7 @@ from cryptofiles.config import Settings
 from cryptofiles.services import Services
 from cryptofiles.storage import Storage, StorageError
 from cryptofiles.web.inputs import text_field
+from cryptofiles.web.logs import logged_path
 from cryptofiles.web.responses import error_response
 
 EXTENSION_KEY = "cryptofiles.limiter"
@@ -155,7 +156,7 @@ def init_limiter(app: Flask, services: Services) -> Limits:
 
     @app.errorhandler(RateLimitExceeded)
     def too_many(exc: RateLimitExceeded) -> Response:
-        security_event("rate_limited", path=request.path)
+        security_event("rate_limited", path=logged_path())
         headers = {"Retry-After": str(retry_after_seconds())}
         return error_response(429, exc.description or "Too many requests.", headers)
 

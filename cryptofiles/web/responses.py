@@ -16,7 +16,7 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from cryptofiles.files import ByteRange
-from cryptofiles.storage import FileRecord
+from cryptofiles.storage import FileRecord, LinkRecord
 from cryptofiles.web.inputs import requested_range
 from cryptofiles.web.metrics import current_metrics
 
@@ -69,6 +69,17 @@ def file_json(record: FileRecord) -> dict[str, Any]:
     }
 
 
+def link_json(link: LinkRecord, downloads: int) -> dict[str, Any]:
+    return {
+        "id": link.id,
+        "file": link.file,
+        "created_at": link.created_at.isoformat(),
+        "expires_at": link.expires_at.isoformat(),
+        "max_downloads": link.max_downloads,
+        "downloads": downloads,
+    }
+
+
 def attachment(filename: str) -> str:
     """A Content-Disposition value that survives any file name (RFC 6266 with RFC 8187)."""
     fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "file"
@@ -83,11 +94,16 @@ def ranged_response(
     body: Callable[[ByteRange | None], Iterator[bytes]],
     mimetype: str,
     filename: str,
+    ranges: bool = True,
 ) -> Response:
-    """A streamed file download with ETag, Range (one range) and attachment headers."""
-    if request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison here
+    """A streamed file download with ETag, Range (one range) and attachment headers.
+
+    Without ``ranges`` (a share link's download, counted at each request) the whole file is
+    always sent: Range and If-None-Match are ignored, as RFC 9110 allows, and no ETag is given.
+    """
+    if ranges and request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison here
         return Response(status=304, headers={"ETag": f'"{etag}"'})
-    span = requested_range(total, etag)
+    span = requested_range(total, etag) if ranges else None
     response = Response(
         current_metrics().counted_out(body(span)),
         status=206 if span else 200,
@@ -97,8 +113,9 @@ def ranged_response(
     response.content_length = span.length if span else total
     if span:
         response.headers["Content-Range"] = f"bytes {span.start}-{span.stop - 1}/{total}"
-    response.headers["Accept-Ranges"] = "bytes"
-    response.headers["ETag"] = f'"{etag}"'
+    response.headers["Accept-Ranges"] = "bytes" if ranges else "none"
+    if ranges:
+        response.headers["ETag"] = f'"{etag}"'
     response.headers["Content-Disposition"] = attachment(filename)
     # Never let a browser render a download: the content type may be anything a user claimed.
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -50,6 +50,8 @@ PUBLIC_RULES = frozenset(
     | {"/docs/<path:filename>"}
     # The web page and its scripts: the page asks for a token through the API, like curl.
     | {"/", "/app/", "/app/<name>"}
+    # A share link's page and download: the link's token is the credential (tests/test_links.py).
+    | {"/s/<token>", "/s/<token>/file"}
     # Flask's own route for the package's static/ folder, which does not exist: it serves nothing
     # (tests/security/test_input.py checks that, traversal included).
     | {"/static/<path:filename>"}
@@ -72,6 +74,9 @@ OWNER_ONLY = [
     ("GET", "/files/{}/grants"),
     ("DELETE", "/files/{}/grants/{}"),
     ("GET", "/files/{}/events"),
+    ("POST", "/files/{}/links"),
+    ("GET", "/files/{}/links"),
+    ("DELETE", "/files/{}/links/{}"),
 ]
 DOWNLOAD = ("GET", "/files/{}")
 PLACEHOLDER = "file-id-placeholder"

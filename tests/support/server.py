@@ -31,6 +31,7 @@ E2E_ENV = {
     "RATE_LIMIT_LOGIN_ADDRESS": "10000/minute",
     "RATE_LIMIT_REGISTRATION": "10000/minute",
     "RATE_LIMIT_KEYS": "10000/minute",
+    "RATE_LIMIT_LINKS": "10000/minute",
 }
 
 
