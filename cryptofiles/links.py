@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from cryptofiles.clock import Clock
 from cryptofiles.files import FileService, NoSuchFile
+from cryptofiles.sharing import LINK_DOWNLOAD, Actor, History
 from cryptofiles.storage import FileRecord, LinkRecord, Storage
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,12 @@ def token_hash(token: str) -> str:
 
 
 class LinkService:
-    def __init__(self, storage: Storage, files: FileService, clock: Clock) -> None:
+    def __init__(
+        self, storage: Storage, files: FileService, history: History, clock: Clock
+    ) -> None:
         self.storage = storage
         self.files = files
+        self.history = history
         self.clock = clock
 
     def create(
@@ -143,21 +147,21 @@ class LinkService:
             raise NoSuchLink("No such link.") from None
         return link, record
 
-    def download(self, token: str) -> FileRecord:
-        """Count one download of the link ``token`` (atomically: see ``storage/links.py``) and
-        answer its file; NoSuchLink when the link is dead or its downloads are used up."""
+    def download(self, token: str, client: str, request_id: str | None) -> FileRecord:
+        """Count one download of the link ``token`` (atomically: see ``storage/links.py``), record
+        it in the file's history, and answer its file; NoSuchLink when the link is dead or its
+        downloads are used up, RecordingFailed (nothing served) when the history cannot take it.
+
+        Counted first, then recorded: recording first would leave an event for every refused
+        download of a used-up link. A download that could not be recorded is spent, not served.
+        """
         link, record = self._link(token)
         if self.storage.links.take_download(link, self.clock()) is None:
             raise NoSuchLink("No such link.")
-        self.record_download(link, record)
+        # The link holder has no account: the link stands for them (never its token).
+        holder = Actor(link.id, "share link", client, request_id)
+        self.history.record(record.id, LINK_DOWNLOAD, holder, link=link.id)
         return record
-
-    def record_download(self, link: LinkRecord, record: FileRecord) -> None:
-        """The one place a link download is reported, once it was counted.
-
-        Not recorded anywhere yet: the access history (issue 12, part 3) is built beside this
-        and will record here (time, link id, client address, request id; never the token).
-        """
 
     def sweep(self) -> int:
         """Remove links past their expiry and links whose file is gone (a crash between a file's

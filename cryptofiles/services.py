@@ -75,7 +75,7 @@ def build_services(
     )
     history = History(storage, clock, timedelta(days=settings.events_retention_days))
     sharing = Sharing(storage, files, history)
-    links = LinkService(storage, files, clock)
+    links = LinkService(storage, files, history, clock)
     return Services(
         settings, storage, accounts, files, KeyCustody(storage), history, sharing, links
     )

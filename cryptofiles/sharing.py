@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 GRANT_CREATE, GRANT_UPDATE, GRANT_REVOKE = "grant.create", "grant.update", "grant.revoke"
 KEY, DOWNLOAD, PLAINTEXT = "key", "download", "plaintext"
+LINK_DOWNLOAD = "link.download"  # a download through a share link (links.py)
 
 
 class InvalidGrant(FileError):

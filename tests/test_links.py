@@ -217,7 +217,7 @@ def test_concurrent_downloads_take_exactly_the_allowed_count(
     def download() -> None:
         start.wait()
         try:
-            services.links.download(link["token"])
+            services.links.download(link["token"], "10.0.0.9", None)
             outcomes.append("ok")
         except NoSuchLink:
             outcomes.append("refused")
@@ -230,6 +230,8 @@ def test_concurrent_downloads_take_exactly_the_allowed_count(
     assert sorted(outcomes).count("ok") == 10 and len(outcomes) == 50
     slots = sorted(doc["n"] for doc in db.link_downloads.find({"link": link["id"]}))
     assert slots == list(range(1, 11))
+    # Each counted download, and only those, is in the file's history.
+    assert db.events.count_documents({"file": file_id, "action": "link.download"}) == 10
 
 
 def test_deleting_the_file_or_the_account_removes_its_links(
@@ -325,3 +327,32 @@ def test_a_file_has_at_most_its_bound_of_live_links(
     gone = client.delete(f"/files/{file_id}/links/{links[0]['id']}", headers=auth(alice))
     assert gone.status_code == 204
     new_link(client, alice, file_id)
+
+
+def test_link_downloads_are_in_the_owners_history_without_the_token(
+    client: FlaskClient, alice: str, file_id: str
+) -> None:
+    link = new_link(client, alice, file_id)
+    response = client.get(path_of(link) + "/file", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert response.status_code == 200
+    client.head(path_of(link) + "/file")  # counts nothing, records nothing
+    events = client.get(f"/files/{file_id}/events", headers=auth(alice)).json["events"]
+    downloads = [e for e in events if e["action"] == "link.download"]
+    assert len(downloads) == 1
+    (event,) = downloads
+    assert event["link"] == link["id"] and event["user"] == {"id": link["id"], "name": "share link"}
+    assert event["client"] == "10.1.2.3"
+    assert event["request_id"] == response.headers["X-Request-Id"]
+    assert link["token"] not in str(events)
+
+
+def test_a_link_download_that_cannot_be_recorded_serves_nothing(
+    client: FlaskClient, alice: str, file_id: str, db: Any
+) -> None:
+    link = new_link(client, alice, file_id)
+    client.get(f"/files/{file_id}/key", headers=auth(alice))  # the file's one event allowed
+    db.events.create_index("file", unique=True, name="one_event_per_file")
+    response = client.get(path_of(link) + "/file", headers=JSON)
+    assert response.status_code == 503
+    assert "access history" in response.json["detail"]
+    assert response.headers["Content-Type"].startswith("application/problem+json")

@@ -349,3 +349,28 @@ def test_seal_and_unseal_round_trip_and_refusals() -> None:
         with pytest.raises(crypto.IdentityError) as caught:
             crypto.unseal(sealed, bad)
         assert "QQQ" not in str(caught.value)
+
+
+def test_a_grantees_key_is_sealed_to_the_grantee_and_recorded_as_sealed(
+    client: FlaskClient, accounts: Accounts
+) -> None:
+    owner, grantee = accounts.token("owner1"), accounts.token("grantee1")
+    owner_identity, owner_recipient = new_identity()
+    grantee_identity, grantee_recipient = new_identity()
+    assert put_recipients(client, owner, {"recipients": [owner_recipient]}).status_code == 200
+    assert put_recipients(client, grantee, {"recipients": [grantee_recipient]}).status_code == 200
+    file_id = upload(client, owner, b"shared and sealed")["id"]
+    granted = client.post(
+        f"/files/{file_id}/grants", json={"user": "grantee1"}, headers=auth(owner)
+    )
+    assert granted.status_code == 201
+
+    sealed = fetch_key(client, grantee, file_id)
+    assert sealed.status_code == 200
+    key = pyrage.decrypt(sealed.data, [grantee_identity])  # the grantee's identity opens it...
+    with pytest.raises(pyrage.DecryptError):
+        pyrage.decrypt(sealed.data, [owner_identity])  # ...the owner's does not
+    assert key == plain_key(client, owner, file_id)
+    events = client.get(f"/files/{file_id}/events", headers=auth(owner)).json["events"]
+    keys = [(e["user"]["name"], e["sealed"]) for e in events if e["action"] == "key"]
+    assert keys == [("owner1", False), ("grantee1", True)]  # newest first

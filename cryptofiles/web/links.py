@@ -85,7 +85,7 @@ def link_file(token: str) -> Response:
     if request.method == "HEAD":
         _, record = services.links.open(token)
     else:
-        record = services.links.download(token)
+        record = services.links.download(token, client_address(), g.get("request_id"))
     response = ranged_response(
         record.stored_size,
         etag=record.id,
