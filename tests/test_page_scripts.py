@@ -1,5 +1,6 @@
-"""The page's scripts under Node's test runner: the decryptor against Tink's output, and the API
-client's messages (``tests/js/api.test.mjs``).
+"""The page's scripts under Node's test runner: the decryptor against Tink's output, the API
+client's messages (``tests/js/api.test.mjs``), and the browser's age identity against the stock
+``age`` CLI (``tests/js/identity.test.mjs``).
 
 The decryptor (``cryptofiles/web/static/decrypt.js``):
 
@@ -28,6 +29,7 @@ import pytest
 
 from cryptofiles import crypto
 from cryptofiles.crypto import layout
+from cryptofiles.dev import age as age_tools
 from cryptofiles.dev.tink_oracle import tink_encrypt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,3 +172,14 @@ def test_decryptor_passes_its_node_tests(vectors: Path) -> None:
 
 def test_api_client_passes_its_node_tests() -> None:
     run_node_tests(ROOT / "tests" / "js" / "api.test.mjs")
+
+
+def test_browser_identity_opens_what_the_stock_age_cli_seals() -> None:
+    """identity.js and the vendored age.js against the stock `age` CLI (see tests/js)."""
+    try:
+        found = age_tools.find()
+    except age_tools.MissingAge as exc:
+        pytest.fail(f"{exc} (make test installs it)")
+    run_node_tests(
+        ROOT / "tests" / "js" / "identity.test.mjs", {"CRYPTOFILES_AGE": str(found["age"])}
+    )

@@ -526,3 +526,56 @@ def test_keyboard_only_at_a_phone_width(open_page: OpenPage, server: Server) -> 
 def assert_fits(page: Page) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the page is {width} px wide at 360 px"
+
+
+def test_a_browser_key_receives_sealed_keys_and_opens_them(
+    open_page: OpenPage, server: Server
+) -> None:
+    token = new_token(server, "sealer1")
+    payload = os.urandom(MiB + 3)
+    file_id = upload(server, token, payload, "sealed.bin")
+    page = open_page().page
+    log_in(page, "sealer1", "password1")
+    page.wait_for_selector("#identity-create:not([hidden])")
+    assert "plain" in page.text_content("#sealing-state")
+    page.click("#identity-create")
+    page.wait_for_selector("#identity-remove:not([hidden])")
+    assert "sealed to this browser's own key" in page.text_content("#sealing-state")
+    screenshot(page, "sealed-keys")
+
+    # The account lists the browser's recipient; the key route now answers sealed age text...
+    account = json.loads(api(server, "GET", "/account", token)[1])
+    assert len(account["recipients"]) == 1
+    assert account["recipients"][0] in page.text_content("#sealing-state")
+    status, sealed = api(server, "GET", f"/files/{file_id}/key", token)
+    assert status == 200 and sealed.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    # ...whose identity the page's own scripts cannot export.
+    extractable = page.evaluate(
+        """async () => {
+          const { loadIdentity } = await import("./identity.js");
+          return (await loadIdentity("sealer1")).privateKey.extractable;
+        }"""
+    )
+    assert extractable is False
+
+    # The page unseals: the download decrypts, and the key shown is the file's key.
+    saved = download(page, "sealed.bin")
+    assert saved.failure() is None
+    assert Path(saved.path()).read_bytes() == payload
+    row(page, "sealed.bin").locator("button[data-action=key]").click()
+    page.wait_for_selector("#key-panel:not([hidden])")
+    plain = api(server, "GET", f"/files/{file_id}/key?plain=1", token)[1].decode()
+    assert page.input_value("#key-value") == plain
+
+    # Another browser of the same account holds no identity: a clear refusal, no file.
+    other = open_page().page
+    log_in(other, "sealer1", "password1")
+    row(other, "sealed.bin").locator("button[data-action=key]").click()
+    other.wait_for_selector("#alert:not([hidden])")
+    assert "this browser holds none of their identities" in other.text_content("#alert")
+
+    # Removing the browser's key: off the account, and keys come plain again.
+    page.click("#identity-remove")
+    page.wait_for_selector("#identity-create:not([hidden])")
+    assert json.loads(api(server, "GET", "/account", token)[1])["recipients"] == []
+    assert api(server, "GET", f"/files/{file_id}/key", token)[1].decode() == plain

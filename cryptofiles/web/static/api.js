@@ -98,7 +98,11 @@ export const api = {
     return callJson(`files?${query}`, { token });
   },
   info: (token, id) => callJson(`files/${encodeURIComponent(id)}/info`, { token }),
+  // The plain key ({key}) or, for an account with age recipients, the sealed one ({sealed}).
   key: (token, id) => callJson(`files/${encodeURIComponent(id)}/key`, { token }),
+  account: (token) => callJson("account", { token }),
+  setRecipients: (token, recipients) =>
+    callJson("account/recipients", { method: "PUT", token, json: { recipients } }),
   remove: (token, id) => callJson(`files/${encodeURIComponent(id)}`, { method: "DELETE", token }),
   // The ciphertext as a streaming Response: the caller reads its body.
   ciphertext: (token, id, signal) => call(`files/${encodeURIComponent(id)}`, { token, signal }),

@@ -1,8 +1,10 @@
 // The page: sign-in, uploads with progress, the file list, keys, and downloads decrypted here.
 // Everything goes through the same API as curl (api.js); downloads through downloads.js.
 
+import { createIdentity, registerIdentity, removeIdentity, sealingState } from "./account.js";
 import { api, ApiError, upload } from "./api.js";
 import { save, startWorker } from "./downloads.js";
+import { fileKey } from "./keys.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -39,7 +41,8 @@ function warn(text) {
 }
 
 function messageOf(err) {
-  if (err instanceof ApiError || err?.name === "DecryptionError") return err.message;
+  const ours = ["DecryptionError", "SealedKeyError", "KeyFormatError"];
+  if (err instanceof ApiError || ours.includes(err?.name)) return err.message;
   if (err instanceof TypeError) return "The connection was cut; nothing was saved. Try again.";
   return err?.message || String(err);
 }
@@ -89,6 +92,7 @@ function showWorkspace() {
   $("session").hidden = false;
   $("workspace").hidden = false;
   loadFiles().catch(fail);
+  showSealing().catch(fail);
 }
 
 // Leaving the session: nothing of it stays on screen, and no upload goes on in its name.
@@ -345,7 +349,9 @@ $("open-form").addEventListener("submit", (event) => {
 // -- keys -----------------------------------------------------------------------------------------
 
 async function showKey(file) {
-  const { key } = await api.key(session.token, file.id);
+  // Unsealed here when the account has age recipients and this browser holds one's identity.
+  const bytes = await fileKey(session.token, file.id, session.name);
+  const key = btoa(String.fromCharCode(...bytes));
   $("key-file").textContent = file.name || file.id;
   $("key-value").value = key;
   $("key-panel").hidden = false;
@@ -369,6 +375,35 @@ $("key-copy").addEventListener("click", async () => {
 });
 $("key-hide").addEventListener("click", hideKey);
 
+// -- sealed keys ----------------------------------------------------------------------------------
+
+async function showSealing() {
+  const state = await sealingState(session.token, session.name);
+  $("sealing-state").textContent = state.text;
+  $("identity-create").hidden = !state.canCreate;
+  $("identity-register").hidden = !state.canRegister;
+  $("identity-remove").hidden = !state.canForget;
+}
+
+function sealingAction(id, action, done) {
+  $(id).addEventListener("click", async () => {
+    $(id).disabled = true;
+    try {
+      await action(session.token, session.name);
+      notify(done);
+      await showSealing();
+    } catch (err) {
+      fail(err);
+    } finally {
+      $(id).disabled = false;
+    }
+  });
+}
+
+sealingAction("identity-create", createIdentity, "This browser's key is made and registered.");
+sealingAction("identity-register", registerIdentity, "This browser's key is registered again.");
+sealingAction("identity-remove", removeIdentity, "This browser's key is removed.");
+
 // -- downloads ------------------------------------------------------------------------------------
 
 function startDownload(file, decrypt) {
@@ -379,6 +414,7 @@ function startDownload(file, decrypt) {
   view.detail.textContent = "Starting…";
   const running = save({
     token: session.token,
+    account: session.name,
     file,
     decrypt,
     onProgress: (received, total) => {

@@ -2,7 +2,8 @@
 // as a stream to disk, or, where no service worker can run, through memory up to BLOB_LIMIT.
 
 import { api, ApiError } from "./api.js";
-import { decodeKey, decryptStream, importKey } from "./decrypt.js";
+import { decryptStream, importKey } from "./decrypt.js";
+import { fileKey } from "./keys.js";
 
 // Without a service worker the whole plaintext is assembled in memory before it is saved; above
 // this size the page refuses instead of exhausting the tab (README says so).
@@ -44,16 +45,14 @@ function controller() {
 // Starts saving `file` (the API's description of it). `onProgress(received, total)` counts
 // ciphertext bytes. Returns { done, cancel }: done resolves once the last byte is handed to the
 // browser, rejects with an ApiError, a DecryptionError or an AbortError (after cancel()).
-export function save({ token, file, decrypt, onProgress }) {
+export function save({ token, account, file, decrypt, onProgress }) {
   const cancelled = new AbortController();
-  const done = worker.then((sw) =>
-    sw ? viaWorker(sw, token, file, decrypt, onProgress, cancelled.signal)
-      : viaMemory(token, file, decrypt, onProgress, cancelled.signal),
-  );
+  const how = { token, account, file, decrypt, onProgress, signal: cancelled.signal };
+  const done = worker.then((sw) => (sw ? viaWorker(sw, how) : viaMemory(how)));
   return { done, cancel: () => cancelled.abort() };
 }
 
-function viaWorker(sw, token, file, decrypt, onProgress, signal) {
+function viaWorker(sw, { token, account, file, decrypt, onProgress, signal }) {
   const channel = new MessageChannel();
   const port = channel.port1;
   const ticket = crypto.randomUUID();
@@ -94,8 +93,8 @@ function viaWorker(sw, token, file, decrypt, onProgress, signal) {
     };
   });
   sw.postMessage(
-    { type: "ticket", ticket, token, id: file.id, name: file.name || file.id, size: file.size,
-      decrypt },
+    { type: "ticket", ticket, token, account, id: file.id, name: file.name || file.id,
+      size: file.size, decrypt },
     [channel.port2],
   );
   // A worker with nothing to do may be stopped; messages keep it awake during a long download.
@@ -109,7 +108,7 @@ function viaWorker(sw, token, file, decrypt, onProgress, signal) {
   });
 }
 
-async function viaMemory(token, file, decrypt, onProgress, signal) {
+async function viaMemory({ token, account, file, decrypt, onProgress, signal }) {
   const size = decrypt ? file.size : file.stored_size;
   if (size > BLOB_LIMIT) {
     throw new Error(
@@ -118,7 +117,7 @@ async function viaMemory(token, file, decrypt, onProgress, signal) {
         "Use the command-line client for this file.",
     );
   }
-  const key = decrypt ? await importKey(decodeKey((await api.key(token, file.id)).key)) : null;
+  const key = decrypt ? await importKey(await fileKey(token, file.id, account)) : null;
   const response = await api.ciphertext(token, file.id, signal);
   const total = Number(response.headers.get("Content-Length"));
   let received = 0;

@@ -13,7 +13,9 @@
 // never leaves the browser except to the API, as on the page.
 
 import { api, ApiError } from "./api.js";
-import { DecryptionError, decodeKey, decryptStream, importKey } from "./decrypt.js";
+import { DecryptionError, decryptStream, importKey } from "./decrypt.js";
+import { SealedKeyError } from "./identity.js";
+import { fileKey } from "./keys.js";
 
 const TICKET_LIFETIME_MS = 60_000;
 const PROGRESS_INTERVAL_MS = 100;
@@ -47,10 +49,10 @@ self.addEventListener("fetch", (event) => {
   event.respondWith(transfer(ticket));
 });
 
-async function transfer({ token, id, name, size, decrypt, port }) {
+async function transfer({ token, account, id, name, size, decrypt, port }) {
   try {
     // The key first: a 404 for it (not the owner) must stop the download before any byte is saved.
-    const key = decrypt ? await importKey(decodeKey((await api.key(token, id)).key)) : null;
+    const key = decrypt ? await importKey(await fileKey(token, id, account)) : null;
     const response = await api.ciphertext(token, id);
     const stored = Number(response.headers.get("Content-Length"));
     let body = response.body.pipeThrough(counter(port, stored));
@@ -136,7 +138,7 @@ function reporting(source, port) {
 }
 
 function failure(err) {
-  if (err instanceof ApiError || err instanceof DecryptionError) {
+  if (err instanceof ApiError || err instanceof DecryptionError || err instanceof SealedKeyError) {
     return { type: "error", status: err.status ?? null, message: err.message };
   }
   // A body that stops mid-way: the network or the server went away.
