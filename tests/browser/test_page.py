@@ -579,3 +579,64 @@ def test_a_browser_key_receives_sealed_keys_and_opens_them(
     page.wait_for_selector("#identity-create:not([hidden])")
     assert json.loads(api(server, "GET", "/account", token)[1])["recipients"] == []
     assert api(server, "GET", f"/files/{file_id}/key", token)[1].decode() == plain
+
+
+def test_sharing_from_the_page_grants_links_and_history(
+    open_page: OpenPage, server: Server
+) -> None:
+    new_token(server, "reader1")
+    owner = open_page().page
+    register(owner, "sharer1")
+    token = token_of(owner)
+    payload = os.urandom(MiB // 2)
+    file_id = upload(server, token, payload, "report.pdf")
+    owner.click("#refresh")
+    row(owner, "report.pdf").locator("button[data-action=share]").click()
+    owner.wait_for_selector("#share-panel:not([hidden])")
+
+    # A grant to reader1: listed, and reader1's page finds the file and decrypts it.
+    owner.fill("#grant-user", "reader1")
+    owner.click("#grant-form button[type=submit]")
+    owner.locator("#grants li", has_text="reader1").wait_for()
+    reader = open_page().page
+    log_in(reader, "reader1", "password1")
+    shared = reader.locator("#shared tbody tr", has_text="report.pdf")
+    shared.wait_for()
+    assert "sharer1" in shared.text_content()
+    with reader.expect_download() as started:
+        shared.locator("button[data-action=decrypt]").click()
+    assert Path(started.value.path()).read_bytes() == payload
+
+    # A share link, with the key in its fragment, opens for someone with no account.
+    owner.fill("#link-max", "1")
+    owner.click("#link-form button[type=submit]")
+    owner.wait_for_selector("#link-made:not([hidden])")
+    url = owner.input_value("#link-url")
+    assert url.startswith(f"{server.base}/s/") and "#k=" in url
+    assert url.split("#k=")[1] not in server.log()  # the key never reached the server
+    stranger = open_page().page
+    stranger.goto(url)
+    stranger.wait_for_selector("#link-name:not(:empty)")
+    with stranger.expect_download(timeout=60_000) as started:
+        stranger.click("#link-decrypt")
+    assert Path(started.value.path()).read_bytes() == payload
+
+    # The history shows each of them; revoking the grant takes the file from reader1.
+    owner.click("#share-close")
+    row(owner, "report.pdf").locator("button[data-action=share]").click()
+    owner.locator("#events li", has_text="link.download").wait_for()
+    history = owner.text_content("#events")
+    assert "key by reader1" in history and "grant.create reader1 by sharer1" in history
+    owner.locator("#grants li", has_text="reader1").locator("button").click()
+    owner.locator("#grants li").first.wait_for(state="detached")
+    status, _ = api(server, "GET", f"/files/{file_id}/key", new_token_for(server, "reader1"))
+    assert status == 404
+    screenshot(owner, "sharing")
+
+
+def new_token_for(server: Server, name: str) -> str:
+    response, data = server.request(
+        "GET", "/login", None, {"User_Name": name, "User_Password": "password1"}
+    )
+    assert response.status == 200
+    return str(data.decode())

@@ -104,6 +104,28 @@ export const api = {
   setRecipients: (token, recipients) =>
     callJson("account/recipients", { method: "PUT", token, json: { recipients } }),
   remove: (token, id) => callJson(`files/${encodeURIComponent(id)}`, { method: "DELETE", token }),
+  sharedWithMe: (token, cursor = null) => {
+    const query = new URLSearchParams({ shared: "with-me", limit: "20" });
+    if (cursor) query.set("cursor", cursor);
+    return callJson(`files?${query}`, { token });
+  },
+  grants: (token, id) => callJson(`files/${encodeURIComponent(id)}/grants`, { token }),
+  grant: (token, id, user, expiresAt) =>
+    callJson(`files/${encodeURIComponent(id)}/grants`, {
+      method: "POST", token, json: { user, expires_at: expiresAt },
+    }),
+  revokeGrant: (token, id, user) =>
+    callJson(`files/${encodeURIComponent(id)}/grants/${encodeURIComponent(user)}`, {
+      method: "DELETE", token,
+    }),
+  links: (token, id) => callJson(`files/${encodeURIComponent(id)}/links`, { token }),
+  createLink: (token, id, settings) =>
+    callJson(`files/${encodeURIComponent(id)}/links`, { method: "POST", token, json: settings }),
+  revokeLink: (token, id, linkId) =>
+    callJson(`files/${encodeURIComponent(id)}/links/${encodeURIComponent(linkId)}`, {
+      method: "DELETE", token,
+    }),
+  events: (token, id) => callJson(`files/${encodeURIComponent(id)}/events?limit=50`, { token }),
   // The ciphertext as a streaming Response: the caller reads its body.
   ciphertext: (token, id, signal) => call(`files/${encodeURIComponent(id)}`, { token, signal }),
 };

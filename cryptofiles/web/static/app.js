@@ -5,6 +5,7 @@ import { createIdentity, registerIdentity, removeIdentity, sealingState } from "
 import { api, ApiError, upload } from "./api.js";
 import { save, startWorker } from "./downloads.js";
 import { fileKey } from "./keys.js";
+import { closeSharing, openSharing } from "./sharing.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -92,6 +93,7 @@ function showWorkspace() {
   $("session").hidden = false;
   $("workspace").hidden = false;
   loadFiles().catch(fail);
+  loadShared().catch(fail);
   showSealing().catch(fail);
 }
 
@@ -100,6 +102,8 @@ function leave() {
   stopUploads();
   session.clear();
   clearFiles();
+  $("shared").tBodies[0].replaceChildren();
+  closeSharing();
   hideKey();
   showSignin();
 }
@@ -316,6 +320,7 @@ function act(action, file, row) {
     decrypt: () => startDownload(file, true),
     ciphertext: () => startDownload(file, false),
     key: () => showKey(file),
+    share: () => openSharing(file, { session, fail, notify }),
     delete: () => removeFile(file, row),
   };
   Promise.resolve().then(actions[action]).catch(fail);
@@ -332,6 +337,28 @@ async function removeFile(file, row) {
 }
 
 $("refresh").addEventListener("click", () => loadFiles().catch(fail));
+
+// Files others granted you: the key comes to you (sealed to your recipients, if any).
+async function loadShared() {
+  const page = await api.sharedWithMe(session.token);
+  const rows = page.files.map((file) => {
+    const row = $("shared-row-template").content.firstElementChild.cloneNode(true);
+    const name = file.name || file.id;
+    row.dataset.fileId = file.id;
+    row.querySelector(".name").textContent = name;
+    row.querySelector(".owner").textContent = file.owner_name;
+    row.querySelector(".size").textContent = formatSize(file.size);
+    for (const button of row.querySelectorAll("button[data-action]")) {
+      button.setAttribute("aria-label", `${button.textContent} ${name}`);
+      button.addEventListener("click", () => act(button.dataset.action, file, row));
+    }
+    return row;
+  });
+  $("shared").tBodies[0].replaceChildren(...rows);
+  $("shared-empty").hidden = rows.length > 0;
+}
+
+$("shared-refresh").addEventListener("click", () => loadShared().catch(fail));
 $("more").addEventListener("click", () => loadFiles(nextCursor).catch(fail));
 
 $("open-form").addEventListener("submit", (event) => {
