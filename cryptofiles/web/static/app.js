@@ -294,19 +294,25 @@ async function loadFiles(cursor = null) {
   $("files-empty").hidden = shown.size > 0;
 }
 
-function addFileRow(file, { first = false } = {}) {
-  if (shown.has(file.id)) return shown.get(file.id);
-  const row = $("file-row-template").content.firstElementChild.cloneNode(true);
+// A table row from `template` for `file`: its name, size and action buttons (named for the file).
+function fileRow(template, file) {
+  const row = $(template).content.firstElementChild.cloneNode(true);
   const name = file.name || file.id;
   row.dataset.fileId = file.id;
   row.querySelector(".name").textContent = name;
   row.querySelector(".name").title = file.id;
   row.querySelector(".size").textContent = formatSize(file.size);
-  row.querySelector(".date").textContent = new Date(file.created_at).toLocaleString();
   for (const button of row.querySelectorAll("button[data-action]")) {
     button.setAttribute("aria-label", `${button.textContent} ${name}`);
     button.addEventListener("click", () => act(button.dataset.action, file, row));
   }
+  return row;
+}
+
+function addFileRow(file, { first = false } = {}) {
+  if (shown.has(file.id)) return shown.get(file.id);
+  const row = fileRow("file-row-template", file);
+  row.querySelector(".date").textContent = new Date(file.created_at).toLocaleString();
   const body = $("files").tBodies[0];
   if (first) body.prepend(row);
   else body.append(row);
@@ -342,16 +348,8 @@ $("refresh").addEventListener("click", () => loadFiles().catch(fail));
 async function loadShared() {
   const page = await api.sharedWithMe(session.token);
   const rows = page.files.map((file) => {
-    const row = $("shared-row-template").content.firstElementChild.cloneNode(true);
-    const name = file.name || file.id;
-    row.dataset.fileId = file.id;
-    row.querySelector(".name").textContent = name;
+    const row = fileRow("shared-row-template", file);
     row.querySelector(".owner").textContent = file.owner_name;
-    row.querySelector(".size").textContent = formatSize(file.size);
-    for (const button of row.querySelectorAll("button[data-action]")) {
-      button.setAttribute("aria-label", `${button.textContent} ${name}`);
-      button.addEventListener("click", () => act(button.dataset.action, file, row));
-    }
     return row;
   });
   $("shared").tBodies[0].replaceChildren(...rows);
