@@ -44,6 +44,21 @@ def readme_block(tag: str) -> str:
     return match.group(1)
 
 
+def test_readme_blocks_can_run_one_after_another_on_one_server() -> None:
+    """A reader runs README's blocks in order against one `make run`: no block may register a
+    name another block registered (one block's account settings, e.g. require_sealed, would break
+    the next). The tests run each block on its own server, so they would not see it."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- e2e:(\w+) -->\n```bash\n(.*?)```", text, re.S)
+    owners: dict[str, str] = {}
+    for tag, block in blocks:
+        for name in set(re.findall(r"New_User_Name: ?(\w+)", block)):
+            assert owners.setdefault(name, tag) == tag, (
+                f"{name} in e2e:{owners[name]} and e2e:{tag}"
+            )
+    assert len(blocks) >= 5 and len(owners) >= 6
+
+
 def run_bash(script: str, port: int) -> subprocess.CompletedProcess[str]:
     script = script.replace("localhost:5000", f"localhost:{port}")
     return subprocess.run(
