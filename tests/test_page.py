@@ -43,7 +43,7 @@ def test_every_answer_carries_the_strict_policy(client: FlaskClient, path: str) 
 
 
 def test_scripts_are_served_as_javascript_and_revalidated(client: FlaskClient) -> None:
-    for name in ("app.js", "api.js", "decrypt.js", "downloads.js", "sw.js"):
+    for name in ("app.js", "api.js", "tus.js", "decrypt.js", "downloads.js", "sw.js"):
         response = client.get(f"/app/{name}")
         response.close()
         assert response.mimetype == "text/javascript", name

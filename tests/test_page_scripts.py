@@ -1,6 +1,7 @@
 """The page's scripts under Node's test runner: the decryptor against Tink's output, the API
-client's messages (``tests/js/api.test.mjs``), and the browser's age identity against the stock
-``age`` CLI (``tests/js/identity.test.mjs``).
+client's messages (``tests/js/api.test.mjs``), the tus upload client against an in-memory tus
+server (``tests/js/tus.test.mjs``), and the browser's age identity against the stock ``age`` CLI
+(``tests/js/identity.test.mjs``).
 
 The decryptor (``cryptofiles/web/static/decrypt.js``):
 
@@ -172,6 +173,11 @@ def test_decryptor_passes_its_node_tests(vectors: Path) -> None:
 
 def test_api_client_passes_its_node_tests() -> None:
     run_node_tests(ROOT / "tests" / "js" / "api.test.mjs")
+
+
+def test_tus_client_passes_its_node_tests() -> None:
+    """tus.js against an in-memory tus server: cuts, reloads, cancel, refusals (see tests/js)."""
+    run_node_tests(ROOT / "tests" / "js" / "tus.test.mjs")
 
 
 def test_browser_identity_opens_what_the_stock_age_cli_seals() -> None:

@@ -88,11 +88,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def open_page(browser: Browser, server: Server) -> Iterator[Callable[..., Watched]]:
-    """``open_page(**context_options)``: a fresh browser profile on the page, watched."""
+    """``open_page(base=None, **context_options)``: a fresh browser profile on the page, watched.
+
+    ``base``: where the page is opened, when not the server itself (a proxy in front of it)."""
     contexts: list[BrowserContext] = []
     pages: list[Watched] = []
 
-    def open_one(**options: Any) -> Watched:
+    def open_one(base: str | None = None, **options: Any) -> Watched:
         context = browser.new_context(accept_downloads=True, **options)
         contexts.append(context)
         context.add_init_script(WATCH)
@@ -105,7 +107,7 @@ def open_page(browser: Browser, server: Server) -> Iterator[Callable[..., Watche
 
         page.on("console", on_console)
         page.on("pageerror", lambda error: watched.errors.append(str(error)))
-        page.goto(f"{server.base}/app/")
+        page.goto(f"{base or server.base}/app/")
         page.wait_for_selector("#signin:not([hidden]), #workspace:not([hidden])")
         pages.append(watched)
         return watched

@@ -24,8 +24,10 @@ const FALLBACK_MESSAGES = {
   403: "This is not allowed.",
   404: "No such file in your account.",
   408: "The connection was too slow and timed out.",
+  409: "The upload is out of step with the server.",
   413: "The file is too large, or your storage quota is used up.",
   429: "Too many attempts.",
+  460: "The upload was damaged on the way (checksum mismatch).",
   503: "The server is busy.",
 };
 
@@ -130,36 +132,10 @@ export const api = {
   ciphertext: (token, id, signal) => call(`files/${encodeURIComponent(id)}`, { token, signal }),
 };
 
-// An upload with progress. XMLHttpRequest, because fetch() reports no upload progress; given a File,
-// the browser streams it from disk, so memory does not grow with its size. Resolves with the file's
-// JSON description; rejects with ApiError, or with an AbortError after cancel().
-export function upload(token, file, onProgress) {
-  const xhr = new XMLHttpRequest();
-  const done = new Promise((resolve, reject) => {
-    xhr.open("POST", apiUrl("upload"));
-    xhr.responseType = "json";
-    xhr.setRequestHeader("Accept", JSON_TYPE);
-    xhr.setRequestHeader("Content-Type", "application/octet-stream");
-    xhr.setRequestHeader("x-access-tokens", token);
-    // RFC 8187 encoding: header values cannot carry every character a file name can.
-    xhr.setRequestHeader(
-      "Content-Disposition",
-      `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
-    );
-    if (/^[\w.+-]+\/[\w.+-]+$/.test(file.type)) xhr.setRequestHeader("X-Content-Type", file.type);
-    xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded, file.size));
-    xhr.addEventListener("load", () => {
-      if (xhr.status === 201) {
-        resolve(xhr.response);
-        return;
-      }
-      const body = xhr.response && typeof xhr.response.detail === "string" ? xhr.response.detail : "";
-      const retryAfter = retryAfterOf({ get: (name) => xhr.getResponseHeader(name) });
-      reject(new ApiError(xhr.status, describe(xhr.status, body, retryAfter), retryAfter));
-    });
-    xhr.addEventListener("error", () => reject(new ApiError(0, UNREACHABLE)));
-    xhr.addEventListener("abort", () => reject(new DOMException("Upload cancelled", "AbortError")));
-    xhr.send(file);
-  });
-  return { done, cancel: () => xhr.abort() };
+// The ApiError for an XMLHttpRequest's answer (uploads use XHR: fetch() has no upload progress).
+export function xhrError(xhr) {
+  if (xhr.status === 0) return new ApiError(0, UNREACHABLE);
+  const body = xhr.response && typeof xhr.response.detail === "string" ? xhr.response.detail : "";
+  const retryAfter = retryAfterOf({ get: (name) => xhr.getResponseHeader(name) });
+  return new ApiError(xhr.status, describe(xhr.status, body, retryAfter), retryAfter);
 }

@@ -2,10 +2,11 @@
 // Everything goes through the same API as curl (api.js); downloads through downloads.js.
 
 import { createIdentity, registerIdentity, removeIdentity, sealingState } from "./account.js";
-import { api, ApiError, upload } from "./api.js";
+import { api, ApiError } from "./api.js";
 import { save, startWorker } from "./downloads.js";
 import { fileKey } from "./keys.js";
 import { closeSharing, openSharing } from "./sharing.js";
+import { upload } from "./tus.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -72,9 +73,10 @@ function formatSize(bytes) {
   return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${UNITS[unit]}`;
 }
 
-function formatProgress(done, total, startedAt) {
+// `since`: the bytes already there when this run started (a resumed upload's offset).
+function formatProgress(done, total, startedAt, since = 0) {
   const seconds = (performance.now() - startedAt) / 1000;
-  const speed = seconds > 0 ? `${formatSize(done / seconds)}/s` : "";
+  const speed = seconds > 0 ? `${formatSize((done - since) / seconds)}/s` : "";
   return `${formatSize(done)} of ${formatSize(total)}${speed ? ` · ${speed}` : ""}`;
 }
 
@@ -97,7 +99,8 @@ function showWorkspace() {
   showSealing().catch(fail);
 }
 
-// Leaving the session: nothing of it stays on screen, and no upload goes on in its name.
+// Leaving the session: nothing of it stays on screen, and no upload goes on in its name (the
+// logout button has already removed the running one from the server, while the token still worked).
 function leave() {
   stopUploads();
   session.clear();
@@ -159,6 +162,7 @@ $("register-form").addEventListener("submit", (event) => {
 });
 
 $("logout").addEventListener("click", async () => {
+  await stopUploads();
   try {
     await api.logout(session.token);
   } catch (err) {
@@ -177,12 +181,15 @@ const uploadQueue = [];
 let uploading = false;
 let current = null; // the job being uploaded
 
+// Resolves once the running upload is removed from the server (or could not be).
 function stopUploads() {
   for (const job of uploadQueue.splice(0)) {
     job.cancelled = true;
     job.view.end("Cancelled: nothing was stored.", "cancelled");
   }
-  if (current?.cancel) current.cancel();
+  if (!current?.cancel) return Promise.resolve();
+  current.cancel();
+  return current.settled;
 }
 
 function transferItem(list, name) {
@@ -207,7 +214,7 @@ function enqueueUploads(files) {
   for (const file of files) {
     const view = transferItem($("uploads"), file.name);
     view.detail.textContent = `Waiting · ${formatSize(file.size)}`;
-    const job = { file, view, cancelled: false, cancel: null };
+    const job = { file, view, cancelled: false, cancel: null, settled: null };
     view.cancel.addEventListener("click", () => {
       job.cancelled = true;
       if (job.cancel) job.cancel();
@@ -231,17 +238,38 @@ async function runUploads() {
   uploading = false;
 }
 
+const percent = (part, whole) => Math.floor((100 * part) / whole);
+
+// A cut connection is retried here; if the upload still fails, or the page is reloaded, picking the
+// same file again goes on from what the server kept (tus.js remembers the upload).
 async function uploadOne(job) {
   const { file, view } = job;
-  const startedAt = performance.now();
+  let startedAt = performance.now();
+  let since = 0;
+  let resumed = "";
   view.item.dataset.state = "running";
-  const running = upload(session.token, file, (loaded, total) => {
-    view.progress.value = total ? loaded / total : 1;
-    view.detail.textContent = formatProgress(loaded, total, startedAt);
+  const running = upload({
+    token: session.token,
+    user: session.name,
+    file,
+    onProgress: (sent, total) => {
+      view.progress.value = sent / total;
+      view.detail.textContent = formatProgress(sent, total, startedAt, since) + resumed;
+    },
+    onResume: (offset, total) => {
+      [startedAt, since] = [performance.now(), offset];
+      resumed = ` · resumed at ${percent(offset, total)} %`;
+      view.progress.value = offset / total;
+      view.detail.textContent = `Resuming at ${percent(offset, total)} %`;
+    },
+    onRetry: (delay) => {
+      view.detail.textContent = `Connection lost: trying again in ${Math.ceil(delay / 1000)} s…`;
+    },
   });
   job.cancel = running.cancel;
+  job.settled = running.done.catch(() => {});
   try {
-    const stored = await running.done;
+    const stored = await api.info(session.token, await running.done);
     view.progress.value = 1;
     view.end(`Stored as ${stored.id}`, "done");
     view.item.dataset.fileId = stored.id;
@@ -250,7 +278,8 @@ async function uploadOne(job) {
     if (err?.name === "AbortError") {
       view.end("Cancelled: nothing was stored.", "cancelled");
     } else {
-      view.end(messageOf(err), "failed");
+      const cut = err instanceof ApiError && err.status === 0;
+      view.end(messageOf(err) + (cut ? " Pick the file again to resume." : ""), "failed");
       fail(err);
     }
   }
