@@ -405,6 +405,28 @@ def test_termination_removes_the_upload_and_its_chunks(
     assert db.files.count_documents({"_id": upload_id}) == 0
 
 
+def test_termination_waits_for_a_request_still_sending(
+    client: FlaskClient, token: str, app: Flask, db: Any
+) -> None:
+    # A cancelled page aborts its PATCH and sends DELETE at once: the server may still be storing
+    # the aborted request's last segment, which must not land after the upload was removed.
+    data = os.urandom(FIRST + 100)
+    upload_id = create(client, token, len(data))
+    assert patch(client, token, upload_id, 0, data[: FIRST + 10]).status_code == 204
+    storage = services_of(app).storage
+    now = datetime.now(UTC)
+    assert storage.uploads.lock(upload_id, "aborted-request", now, now - timedelta(minutes=1))
+    response = client.delete(f"/uploads/{upload_id}", headers={**TUS, **auth(token)})
+    assert response.status_code == 409
+    assert "Another request" in response.text
+    assert head(client, token, upload_id).headers["Upload-Offset"] == str(FIRST)
+    storage.uploads.unlock(upload_id, "aborted-request")
+    response = client.delete(f"/uploads/{upload_id}", headers={**TUS, **auth(token)})
+    assert response.status_code == 204
+    assert db["ciphertext.chunks"].count_documents({"files_id": upload_id}) == 0
+    assert storage.uploads.locks.count_documents({}) == 0
+
+
 def test_terminating_a_finished_upload_deletes_the_file(
     client: FlaskClient, token: str, db: Any
 ) -> None:

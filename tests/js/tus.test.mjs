@@ -9,7 +9,7 @@ import { beforeEach, test } from "node:test";
 import { ApiError } from "../../cryptofiles/web/static/api.js";
 import { upload } from "../../cryptofiles/web/static/tus.js";
 
-const SEGMENT = 10; // the fake server keeps whole 10-byte segments, as the real one keeps 1 MiB ones
+const SEGMENT = 10; // the fake server keeps whole 10-byte segments (the real one: 1 MiB ones)
 const TOKEN = "token-1";
 
 let server;
@@ -70,7 +70,10 @@ globalThis.fetch = async (url, init) => {
   const found = server.uploads.get(idOf(url));
   if (!found) return problem(404, "Not found.");
   if (method === "HEAD") {
-    const headers = { "Upload-Offset": String(found.offset), "Upload-Length": String(found.length) };
+    const headers = {
+      "Upload-Offset": String(found.offset),
+      "Upload-Length": String(found.length),
+    };
     return new Response(null, { status: 200, headers });
   }
   if (method === "DELETE") {
@@ -148,7 +151,10 @@ globalThis.XMLHttpRequest = class {
 globalThis.navigator ??= {};
 
 const content = Uint8Array.from({ length: 95 }, (_, i) => (i * 7) % 256);
-const file = new File([content], "notes é.txt", { type: "text/plain", lastModified: 1700000000000 });
+const file = new File([content], "notes é.txt", {
+  type: "text/plain",
+  lastModified: 1700000000000,
+});
 
 function start(options = {}) {
   const calls = { progress: [], resumed: [], retries: [] };
@@ -249,6 +255,17 @@ test("cancel removes the upload from the server and forgets it", async () => {
   assert.equal(server.uploads.size, 0);
   assert.deepEqual(server.log.at(-1), ["DELETE", null]);
   assert.equal(localStorage.length, 0);
+});
+
+test("cancel waits for the aborted PATCH to end on the server, then removes", async () => {
+  server.hang = true;
+  const { done, cancel } = start();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  server.refuse.set("DELETE", [409, "Another request is sending bytes to this upload."]);
+  cancel();
+  await assert.rejects(done, { name: "AbortError" });
+  assert.deepEqual(server.log.slice(-2), [["DELETE", null], ["DELETE", null]]);
+  assert.equal(server.uploads.size, 0);
 });
 
 test("refusals reach the page as ApiErrors a person can read", async () => {

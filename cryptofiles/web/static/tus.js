@@ -193,9 +193,19 @@ export function upload({ token, user, file, onProgress, onResume, onRetry }) {
   }
 
   // Removes the server's copy; if that fails it expires there (Upload-Expires) all the same.
+  // 409: the PATCH just aborted is still running on the server, which waits for its end.
   async function terminate() {
     remembered.forget(key);
-    await call(path(), { ...auth, method: "DELETE" }).catch(() => {});
+    const never = new AbortController().signal;
+    for (const delay of [...RETRY_DELAYS_MS, null]) {
+      try {
+        await call(path(), { ...auth, method: "DELETE" });
+        return;
+      } catch (err) {
+        if (err.status !== 409 || delay === null) return;
+        await sleep(delay, never);
+      }
+    }
   }
 
   const done = run().catch(async (err) => {
