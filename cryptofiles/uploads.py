@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 # How often a request appending to an upload renews its lock, at most.
 LOCK_RENEW_SECONDS = 5
+# How often it records its progress while bytes come (and always when its body ends or breaks).
+# A worker killed meanwhile leaves at most this much stored but unrecorded: the client sends it
+# again, and it is matched against what is stored (Chunks.put). Recording every segment would
+# cost a round trip per MiB.
+RECORD_SECONDS = 1
 # Expired uploads answer 404 at once; their chunks are removed at start-up, by `admin sweep`, and
 # by the first upload created after this long (so a server that runs for weeks reclaims them).
 SWEEP_EVERY_SECONDS = 3600
@@ -269,7 +274,8 @@ class _Appender:
         self.offset = upload.offset
         self.stored_size = upload.stored_size
         self.whole_body = False
-        self.renewed = time.monotonic()
+        self.renewed = self.recorded = time.monotonic()
+        self.recorded_segments = upload.segments
 
     def _need(self) -> int:
         """Plaintext bytes of the next segment: a full one, or what is left of the file."""
@@ -277,25 +283,33 @@ class _Appender:
         return min(crypto.plaintext_segment_size(self.segments), left)
 
     def feed(self, body: Iterable[bytes]) -> bytes:
-        """Store what ``body`` completes; the SHA-256 of the whole body (b"" if not verifying)."""
+        """Store what ``body`` completes; the SHA-256 of the whole body (b"" if not verifying).
+
+        Without a checksum, what was stored is recorded even when the body breaks off (a client
+        gone, a stall): the client resumes from there.
+        """
         digest = hashlib.sha256() if self.verify else None
         segment = bytearray()
         received = self.offset
-        for block in body:
-            if digest is not None:
-                digest.update(block)
-            received += len(block)
-            if received > self.upload.length:
-                raise InvalidUpload(ResumableUploads._past_end(self.upload))
-            view = memoryview(block)
-            while view:
-                take = self._need() - len(segment)
-                segment += view[:take]
-                view = view[take:]
-                if len(segment) == self._need():
-                    self._store(segment)
-                    segment = bytearray()
-        self.whole_body = True
+        try:
+            for block in body:
+                if digest is not None:
+                    digest.update(block)
+                received += len(block)
+                if received > self.upload.length:
+                    raise InvalidUpload(ResumableUploads._past_end(self.upload))
+                view = memoryview(block)
+                while view:
+                    take = self._need() - len(segment)
+                    segment += view[:take]
+                    view = view[take:]
+                    if len(segment) == self._need():
+                        self._store(segment)
+                        segment = bytearray()
+            self.whole_body = True
+        finally:
+            if not self.verify and self.recorded_segments != self.segments:
+                self._record()
         return digest.digest() if digest is not None else b""
 
     def _store(self, plaintext: bytearray) -> None:
@@ -305,7 +319,7 @@ class _Appender:
         self.segments += 1
         self.offset += len(plaintext)
         self.stored_size += len(sealed)
-        if not self.verify:
+        if not self.verify and time.monotonic() - self.recorded >= RECORD_SECONDS:
             self._record()
         if time.monotonic() - self.renewed >= LOCK_RENEW_SECONDS:
             now = self.service.clock()
@@ -317,13 +331,15 @@ class _Appender:
         if not self.storage.uploads.advance(
             self.upload.file.id, self.segments, self.offset, self.stored_size
         ):
-            # Terminated or swept meanwhile: the chunk just stored must not stay behind.
+            # Terminated or swept meanwhile: the chunks just stored must not stay behind.
             self.service.files.discard(self.upload.file.id)
             raise NoSuchUpload("No such upload.")
+        self.recorded = time.monotonic()
+        self.recorded_segments = self.segments
 
     def record(self) -> UploadRecord:
         """The upload with this request's progress, recorded (now, if it was held back)."""
-        if self.verify and self.segments != self.upload.segments:
+        if self.recorded_segments != self.segments:
             self._record()
         return dataclasses.replace(
             self.upload,
