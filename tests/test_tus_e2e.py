@@ -187,6 +187,7 @@ def test_a_patch_cut_off_keeps_its_whole_segments(server: Server) -> None:
     response, plain = server.request(
         "GET", f"/files/{upload_id}/plaintext", None, {"x-access-tokens": token}
     )
+    assert response.status == 200
     assert plain == data
 
 
