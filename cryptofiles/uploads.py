@@ -55,6 +55,10 @@ class InvalidUpload(FileError):
     """The request breaks a rule of resumable uploads (a 400)."""
 
 
+class NoProgress(InvalidUpload):
+    """A whole body that reached neither a segment's end nor the upload's: nothing stored."""
+
+
 class OffsetMismatch(FileError):
     """The client's Upload-Offset is not the upload's (a 409)."""
 
@@ -155,13 +159,30 @@ class ResumableUploads:
         *,
         declared_size: int | None = None,
         checksum: bytes | None = None,
+        creating: bool = False,
     ) -> UploadStatus:
         """Store the segments that ``body`` (the upload's bytes from ``offset``) completes.
 
         With ``checksum`` (a SHA-256 digest of the body), nothing is recorded unless the body
         matches it. Returns the upload as it now is: its offset is the end of the last segment
-        stored, or its length once complete.
+        stored, or its length once complete. ``creating``: the body came with the creation
+        (creation-with-upload), whose answer tells the client where the upload is: so a body
+        that stores nothing is no error, and a failure removes the upload, which the client
+        could not resume without its location.
         """
+        if creating:
+            try:
+                return self.append(
+                    upload_id, owner, offset, body, declared_size=declared_size, checksum=checksum
+                )
+            except InvalidUpload as exc:
+                if not isinstance(exc, NoProgress):
+                    self.files.discard(upload_id)
+                    raise
+                return self.status(upload_id, owner)
+            except BaseException:
+                self.files.discard(upload_id)
+                raise
         upload = self._get(upload_id, owner)
         if upload.offset != offset:
             raise OffsetMismatch(
@@ -204,7 +225,7 @@ class ResumableUploads:
                 self._finish(upload, usage)
                 upload = dataclasses.replace(upload, expires_at=None, complete=True)
             elif appender.whole_body and upload.offset == offset:
-                raise InvalidUpload(
+                raise NoProgress(
                     "The body ended before the next segment boundary, so nothing could be "
                     "stored: send at least "
                     f"{min(crypto.plaintext_segment_size(upload.segments), upload.length - offset)}"
@@ -352,6 +373,7 @@ class _Appender:
 __all__ = [
     "ChecksumMismatch",
     "InvalidUpload",
+    "NoProgress",
     "NoSuchUpload",
     "OffsetMismatch",
     "ResumableUploads",

@@ -233,6 +233,36 @@ def test_creation_with_upload(client: FlaskClient, token: str) -> None:
     assert plaintext(client, token, upload_id) == data
 
 
+def test_creation_with_a_body_that_stores_nothing_still_creates(
+    client: FlaskClient, token: str, db: Any
+) -> None:
+    data = os.urandom(FIRST + 10)
+    response = client.post(
+        "/uploads/",
+        data=data[:1000],
+        headers={**TUS, **BODY, **auth(token), "Upload-Length": str(len(data))},
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["Upload-Offset"] == "0"
+    upload_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert patch(client, token, upload_id, 0, data).status_code == 204
+    assert plaintext(client, token, upload_id) == data
+
+
+def test_a_creation_whose_body_fails_leaves_no_upload(
+    client: FlaskClient, token: str, db: Any
+) -> None:
+    """Without the answer the client cannot know the upload's location: nothing may linger."""
+    response = client.post(
+        "/uploads/",
+        data=os.urandom(11),
+        headers={**TUS, **BODY, **auth(token), "Upload-Length": "10"},
+    )
+    assert response.status_code == 400
+    assert db.files.count_documents({}) == 0
+    assert db["ciphertext.chunks"].count_documents({}) == 0
+
+
 def test_a_body_that_cannot_reach_a_segment_boundary_is_refused(
     client: FlaskClient, token: str, db: Any
 ) -> None:
