@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from cryptofiles import crypto
 from cryptofiles.audit import security_event
 from cryptofiles.files import FileError, FileService, NoSuchFile, UploadTooLarge
-from cryptofiles.storage import ChunkConflict, Storage, UploadRecord, UsageHead
+from cryptofiles.storage import ChunkConflict, Storage, UploadLost, UploadRecord, UsageHead
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,9 @@ class ResumableUploads:
             self.files.complete(
                 upload.file, upload.length, upload.stored_size, upload.header, usage
             )
+        except UploadLost:  # terminated, or swept, as its last bytes arrived
+            self.files.discard(upload.file.id)
+            raise NoSuchUpload("No such upload.") from None
         except BaseException:
             self.files.discard(upload.file.id)
             raise
