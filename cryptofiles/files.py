@@ -185,7 +185,11 @@ class FileService:
     ) -> None:
         """Make a stored upload servable, then check its owner (see ``_check_owner``) and count it
         in their quota."""
-        counts = self.storage.files.complete(record.id, size, stored_size, header)
+        try:
+            counts = self.storage.files.complete(record.id, size, stored_size, header)
+        except UploadLost:
+            self._check_owner(record.owner)  # removed with its account: say so (OwnerGone)
+            raise
         self._check_owner(record.owner)
         if counts:
             # After the owner check, so an upload undone by it never counted. Parallel uploads
