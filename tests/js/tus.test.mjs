@@ -199,6 +199,26 @@ test("a cut mid-PATCH: HEAD, then the rest from the server's offset", async () =
   assert.deepEqual(calls.progress.map(([sent]) => sent), [47, 40 + 27, 95]);
 });
 
+test("offline, the retries wait for the network instead of running out", async () => {
+  const page = new EventTarget(); // the window's "online" event
+  globalThis.addEventListener = page.addEventListener.bind(page);
+  globalThis.navigator.onLine = false;
+  try {
+    server.cutAfter = 33;
+    const { done, calls } = start();
+    await new Promise((resolve) => setTimeout(resolve, 2000)); // past the first two delays
+    assert.equal(calls.retries.length, 1); // one wait, no more attempts while offline
+    assert.deepEqual(server.log.at(-1), ["PATCH", 0]);
+    globalThis.navigator.onLine = true;
+    page.dispatchEvent(new Event("online"));
+    assert.equal(await done, "upload-1");
+    assert.deepEqual(server.log.slice(-2), [["HEAD", null], ["PATCH", 30]]);
+  } finally {
+    delete globalThis.navigator.onLine;
+    delete globalThis.addEventListener;
+  }
+});
+
 test("a 409 after a cut (the old request still holds the upload) is retried", async () => {
   server.cutAfter = 25;
   server.refuse.set("PATCH", [409, "Another request is writing this upload."]);

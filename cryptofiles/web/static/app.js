@@ -240,6 +240,17 @@ async function runUploads() {
 
 const percent = (part, whole) => Math.floor((100 * part) / whole);
 
+// The stored file as the list shows it: the server's description, or, if the connection is gone
+// right after the last bytes (the file is stored all the same), what the page knows of it.
+async function described(id, file) {
+  try {
+    return await api.info(session.token, id);
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 0) throw err;
+    return { id, name: file.name, size: file.size, created_at: new Date().toISOString() };
+  }
+}
+
 // A cut connection is retried here; if the upload still fails, or the page is reloaded, picking the
 // same file again goes on from what the server kept (tus.js remembers the upload).
 async function uploadOne(job) {
@@ -269,7 +280,7 @@ async function uploadOne(job) {
   job.cancel = running.cancel;
   job.settled = running.done.catch(() => {});
   try {
-    const stored = await api.info(session.token, await running.done);
+    const stored = await described(await running.done, file);
     view.progress.value = 1;
     view.end(`Stored as ${stored.id}`, "done");
     view.item.dataset.fileId = stored.id;
