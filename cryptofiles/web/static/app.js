@@ -99,8 +99,8 @@ function showWorkspace() {
   showSealing().catch(fail);
 }
 
-// Leaving the session: nothing of it stays on screen, and no upload goes on in its name (the
-// logout button has already removed the running one from the server, while the token still worked).
+// Leaving the session: nothing of it stays on screen, and no upload goes on in its name (Log out
+// first removes the running one from the server, while the token still works).
 function leave() {
   stopUploads();
   session.clear();
