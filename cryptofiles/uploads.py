@@ -256,11 +256,8 @@ class ResumableUploads:
 
     def terminate(self, upload_id: str, owner: str) -> None:
         """Remove an unfinished upload with all it stored; a complete one is a file: deleted."""
-        upload = self._get(upload_id, owner)
-        if upload.complete:
-            self.files.delete(upload.file)
-        else:
-            self.files.discard(upload_id)
+        self._get(upload_id, owner)
+        self.files.discard(upload_id)
 
     def sweep(self) -> int:
         """Remove the unfinished uploads past their expiry, with their chunks."""

@@ -553,3 +553,30 @@ def test_an_upload_terminated_while_a_patch_runs_leaves_nothing(
     assert db.files.count_documents({}) == 0
     assert db["ciphertext.chunks"].count_documents({}) == 0
     assert db["ciphertext.files"].count_documents({}) == 0
+
+
+def test_a_patch_that_stores_after_a_terminations_first_steps_leaves_nothing(
+    client: FlaskClient, token: str, app: Flask, db: Any
+) -> None:
+    """The interleaving that once left a chunk behind: a DELETE has shredded the record and
+    removed the chunks but not yet the record when the PATCH stores one more segment. The PATCH
+    cannot record it (the record is no longer resumable) and removes it itself."""
+    storage = services_of(app).storage
+    data = os.urandom(FIRST + LATER + 20)
+    upload_id = create(client, token, len(data))
+
+    def first_steps_of_a_termination() -> None:
+        storage.files.shred(upload_id, datetime.now(UTC))
+        storage.chunks.remove(upload_id)
+
+    body = CallingBody(data, FIRST // 2, first_steps_of_a_termination)
+    response = client.patch(
+        f"/uploads/{upload_id}",
+        input_stream=body,
+        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
+                 "Content-Length": str(len(data))},
+    )  # fmt: skip
+    assert response.status_code == 404, response.text
+    storage.files.discard(upload_id)  # the termination's last step
+    assert db["ciphertext.chunks"].count_documents({}) == 0
+    assert db.files.count_documents({}) == 0
