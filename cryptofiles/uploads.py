@@ -256,23 +256,8 @@ class ResumableUploads:
 
     def terminate(self, upload_id: str, owner: str) -> None:
         """Remove an unfinished upload with all it stored; a complete one is a file: deleted."""
-        upload = self._get(upload_id, owner)
-        if upload.complete:
-            self.files.delete(upload.file)
-            return
-        # A PATCH still running (its client just went away: a cancel is abort, then DELETE) would
-        # store its last segment after the discard: wait for its lock, as another PATCH would.
-        token = secrets.token_hex(16)
-        now = self.clock()
-        if not self.storage.uploads.lock(upload_id, token, now, now - self.lock_stale):
-            raise UploadBusy(
-                "Another request is sending bytes to this upload; wait for it to end, then "
-                "delete the upload again."
-            )
-        try:
-            self.files.discard(upload_id)
-        finally:
-            self.storage.uploads.unlock(upload_id, token)
+        self._get(upload_id, owner)
+        self.files.discard(upload_id)
 
     def sweep(self) -> int:
         """Remove the unfinished uploads past their expiry, with their chunks."""

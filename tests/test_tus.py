@@ -436,28 +436,6 @@ def test_termination_removes_the_upload_and_its_chunks(
     assert db.files.count_documents({"_id": upload_id}) == 0
 
 
-def test_termination_waits_for_a_request_still_sending(
-    client: FlaskClient, token: str, app: Flask, db: Any
-) -> None:
-    # A cancelled page aborts its PATCH and sends DELETE at once: the server may still be storing
-    # the aborted request's last segment, which must not land after the upload was removed.
-    data = os.urandom(FIRST + 100)
-    upload_id = create(client, token, len(data))
-    assert patch(client, token, upload_id, 0, data[: FIRST + 10]).status_code == 204
-    storage = services_of(app).storage
-    now = datetime.now(UTC)
-    assert storage.uploads.lock(upload_id, "aborted-request", now, now - timedelta(minutes=1))
-    response = client.delete(f"/uploads/{upload_id}", headers={**TUS, **auth(token)})
-    assert response.status_code == 409
-    assert "Another request" in response.text
-    assert head(client, token, upload_id).headers["Upload-Offset"] == str(FIRST)
-    storage.uploads.unlock(upload_id, "aborted-request")
-    response = client.delete(f"/uploads/{upload_id}", headers={**TUS, **auth(token)})
-    assert response.status_code == 204
-    assert db["ciphertext.chunks"].count_documents({"files_id": upload_id}) == 0
-    assert storage.uploads.locks.count_documents({}) == 0
-
-
 def test_terminating_a_finished_upload_deletes_the_file(
     client: FlaskClient, token: str, db: Any
 ) -> None:
@@ -575,3 +553,30 @@ def test_an_upload_terminated_while_a_patch_runs_leaves_nothing(
     assert db.files.count_documents({}) == 0
     assert db["ciphertext.chunks"].count_documents({}) == 0
     assert db["ciphertext.files"].count_documents({}) == 0
+
+
+def test_a_patch_that_stores_after_a_terminations_first_steps_leaves_nothing(
+    client: FlaskClient, token: str, app: Flask, db: Any
+) -> None:
+    """The interleaving that once left a chunk behind: a DELETE has shredded the record and
+    removed the chunks but not yet the record when the PATCH stores one more segment. The PATCH
+    cannot record it (the record is no longer resumable) and removes it itself."""
+    storage = services_of(app).storage
+    data = os.urandom(FIRST + LATER + 20)
+    upload_id = create(client, token, len(data))
+
+    def first_steps_of_a_termination() -> None:
+        storage.files.shred(upload_id, datetime.now(UTC))
+        storage.chunks.remove(upload_id)
+
+    body = CallingBody(data, FIRST // 2, first_steps_of_a_termination)
+    response = client.patch(
+        f"/uploads/{upload_id}",
+        input_stream=body,
+        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
+                 "Content-Length": str(len(data))},
+    )  # fmt: skip
+    assert response.status_code == 404, response.text
+    storage.files.discard(upload_id)  # the termination's last step
+    assert db["ciphertext.chunks"].count_documents({}) == 0
+    assert db.files.count_documents({}) == 0

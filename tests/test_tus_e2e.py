@@ -9,9 +9,12 @@ real server: two PATCH requests at once (one wins, the other gets 409), a PATCH 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +199,50 @@ def test_readme_resumable_uploads_verbatim(server: Server) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "resumable upload OK" in lines, result.stdout
+
+
+def test_an_upload_resumes_after_its_worker_is_killed_and_the_server_restarts(
+    tmp_path: Path,
+) -> None:
+    """kill -9 mid-PATCH: the dead request's lock stays, and so may segments it stored but had not
+    recorded yet. After a restart the upload resumes from the recorded offset: the lock is taken
+    over once stale, the parts sent again are matched against what is stored, and the file is
+    whole."""
+    env = {"IDLE_TIMEOUT_SECONDS": "3"}  # a dead request's lock is stale after 2 * 3 + 10 s
+    server = Server(tmp_path, env)
+    try:
+        token = new_token(server, "crash")
+        data = os.urandom(FIRST + 5 * LATER + 321)
+        upload_id = create(server, token, len(data))
+        sock = start_patch(server, token, upload_id, 0, len(data))
+        sock.sendall(data[: FIRST + 3 * LATER + 99])
+        time.sleep(1.5)  # stored, maybe recorded
+        for pid in server.workers():
+            os.kill(pid, signal.SIGKILL)
+        sock.close()
+        server.stop()
+        server = Server(tmp_path, env)  # the same secrets and database
+        offset = offset_of(server, token, upload_id)
+        assert offset in {0, FIRST} | {FIRST + k * LATER for k in range(1, 4)}
+        client = server.database()
+        try:  # the killed request never let go of the upload
+            assert client["cryptofiles"]["upload_locks"].count_documents({"_id": upload_id}) == 1
+        finally:
+            client.close()
+        deadline = time.monotonic() + 60
+        while True:
+            sock = start_patch(server, token, upload_id, offset, len(data) - offset)
+            # A refusal (409) comes before the body is read: send it only when none came.
+            if not select.select([sock], [], [], 1.0)[0]:
+                sock.sendall(data[offset:])
+            status, headers, body = answer_of(sock)
+            if status != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(2)  # the dead request's lock, until it is stale
+        assert (status, headers.get("upload-offset")) == (204, str(len(data))), body
+        response, plain = server.request(
+            "GET", f"/files/{upload_id}/plaintext", None, {"x-access-tokens": token}
+        )
+        assert (response.status, plain == data) == (200, True)
+    finally:
+        server.stop()

@@ -277,17 +277,6 @@ test("cancel removes the upload from the server and forgets it", async () => {
   assert.equal(localStorage.length, 0);
 });
 
-test("cancel waits for the aborted PATCH to end on the server, then removes", async () => {
-  server.hang = true;
-  const { done, cancel } = start();
-  await new Promise((resolve) => setTimeout(resolve, 20));
-  server.refuse.set("DELETE", [409, "Another request is sending bytes to this upload."]);
-  cancel();
-  await assert.rejects(done, { name: "AbortError" });
-  assert.deepEqual(server.log.slice(-2), [["DELETE", null], ["DELETE", null]]);
-  assert.equal(server.uploads.size, 0);
-});
-
 test("refusals reach the page as ApiErrors a person can read", async () => {
   server.refuse.set("POST", [413, "The file is larger than the limit of 10 bytes."]);
   await assert.rejects(start().done, (err) => {

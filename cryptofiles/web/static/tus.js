@@ -192,20 +192,11 @@ export function upload({ token, user, file, onProgress, onResume, onRetry }) {
     return id;
   }
 
-  // Removes the server's copy; if that fails it expires there (Upload-Expires) all the same.
-  // 409: the PATCH just aborted is still running on the server, which waits for its end.
+  // Removes the server's copy, also while the PATCH just aborted is still being stored there; if
+  // that fails, the upload expires there (Upload-Expires) all the same.
   async function terminate() {
     remembered.forget(key);
-    const never = new AbortController().signal;
-    for (const delay of [...RETRY_DELAYS_MS, null]) {
-      try {
-        await call(path(), { ...auth, method: "DELETE" });
-        return;
-      } catch (err) {
-        if (err.status !== 409 || delay === null) return;
-        await sleep(delay, never);
-      }
-    }
+    await call(path(), { ...auth, method: "DELETE" }).catch(() => {});
   }
 
   const done = run().catch(async (err) => {
