@@ -1,0 +1,44 @@
+// Upload one file with tus-js-client under Node, as tests/test_tus_interop.py drives it.
+//
+//   node upload.mjs ENDPOINT FILE CHUNK_SIZE     (the token in CRYPTOFILES_TOKEN, not in argv,
+//                                                 where other local users could read it)
+//
+// Prints {"url": ..., "offsets": [...]} as JSON on success: the upload URL and every offset the
+// server reported (HEAD and PATCH answers), in order. Exits 1 with the error on stderr otherwise.
+// CHUNK_SIZE is a number of bytes or "Infinity" (one PATCH for the whole rest).
+import { createReadStream } from 'node:fs'
+import { basename } from 'node:path'
+import { Upload } from 'tus-js-client'
+
+const [endpoint, path, chunkArg] = process.argv.slice(2)
+const token = process.env.CRYPTOFILES_TOKEN
+if (!endpoint || !path || !chunkArg || !token) {
+  console.error('usage: CRYPTOFILES_TOKEN=... node upload.mjs ENDPOINT FILE CHUNK_SIZE')
+  process.exit(2)
+}
+
+const offsets = []
+// An fs.ReadStream with a path: tus-js-client reopens the file at each offset it resumes from,
+// so it never holds more than one chunk.
+const upload = new Upload(createReadStream(path), {
+  endpoint,
+  chunkSize: Number(chunkArg),
+  headers: { 'x-access-tokens': token },
+  // Retried after a cut, a 409 or a 5xx; enough attempts for several cuts in a row.
+  retryDelays: [0, 200, 500, 1000, 2000, 3000, 5000],
+  metadata: { filename: basename(path), filetype: 'application/x-interop' },
+  onAfterResponse (req, res) {
+    const offset = res.getHeader('Upload-Offset')
+    if (['HEAD', 'PATCH'].includes(req.getMethod()) && offset !== undefined) {
+      offsets.push({ method: req.getMethod(), status: res.getStatus(), offset: Number(offset) })
+    }
+  },
+  onError (error) {
+    console.error(`upload failed: ${error}`)
+    process.exit(1)
+  },
+  onSuccess () {
+    console.log(JSON.stringify({ url: upload.url, offsets }))
+  },
+})
+upload.start()
