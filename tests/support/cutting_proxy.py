@@ -246,8 +246,8 @@ class _Connection:
 
     def _lost(self, what: str) -> OSError:
         self.proxy.errors.append(f"cannot follow {what}; connection dropped")
-        _reset(self.client)
-        _reset(self.server)
+        self.cutting.set()
+        self._reset_both()
         return OSError(what)
 
     def _cut(self, request: Request) -> None:
@@ -258,5 +258,13 @@ class _Connection:
             self.answers.join(timeout=SETTLE_SECONDS)
             request.settled = not self.answers.is_alive()
             request.answer_after_cut = self.discarded.split(b"\r\n", 1)[0]
+        self._reset_both()
+
+    def _reset_both(self) -> None:
+        # A socket that another thread is blocked reading is not released by close(), so no RST
+        # would go out: wake that reader first (SHUT_RD sends nothing on the wire).
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RD)
+        self.answers.join(timeout=5)
         _reset(self.client)
         _reset(self.server)

@@ -38,7 +38,8 @@ const upload = new Upload(createReadStream(path), {
     process.exit(1)
   },
   onSuccess () {
-    console.log(JSON.stringify({ url: upload.url, offsets }))
+    // Exit once written: Node's keep-alive agent may hold idle connections open for a while.
+    process.stdout.write(JSON.stringify({ url: upload.url, offsets }) + '\n', () => process.exit(0))
   },
 })
 upload.start()
