@@ -13,6 +13,7 @@ every complete segment it received and the client resumes from there, never from
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import http.client
@@ -240,6 +241,34 @@ def test_tuspy_sha1_checksum_is_refused(
     assert response.status == 200 and response.getheader("Upload-Offset") == "0"
 
 
+def test_tuspy_async_uploader_resumes_after_a_reset(
+    server: Server, token: str, tmp_path: Path
+) -> None:
+    """tuspy's other uploader (aiohttp); the cut resets both ends in the second PATCH."""
+    size = FIRST_SEGMENT + 2 * SEGMENT + 17
+    expected = write_data(tmp_path / "data", size, seed=7)
+    with (
+        CuttingProxy(server.port, [MiB + 600_000], settle=False) as proxy,
+        open(tmp_path / "data", "rb") as stream,
+    ):
+        client = TusClient(f"{proxy.base}/uploads/", headers={"x-access-tokens": token})
+        uploader = client.async_uploader(
+            file_stream=stream, chunk_size=MiB, retries=3, retry_delay=1,
+            metadata={"filename": "async.bin", "filetype": FILETYPE},
+        )  # fmt: skip
+        asyncio.run(uploader.upload())
+    assert not proxy.errors
+    file_id = file_id_of(uploader.url, proxy)
+    (cut,) = proxy.cuts
+    assert cut.upload_offset == FIRST_SEGMENT
+    resumed = resumed_after(cut, proxy).upload_offset
+    assert resumed is not None and is_offset(resumed, size)
+    assert FIRST_SEGMENT <= resumed <= boundary_at_or_below(cut.reached, size)
+
+    check_finished(server, token, file_id, size, "async.bin")
+    check_stored(server, token, file_id, expected, tmp_path, tink=True)
+
+
 @pytest.mark.slow
 def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
     server: Server, token: str, tmp_path: Path
@@ -279,7 +308,9 @@ def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
 # --- tus-js-client under Node ------------------------------------------------------------------------
 
 
-def node_upload(proxy: CuttingProxy, token: str, path: Path, chunk_size: str) -> dict[str, Any]:
+def node_upload(
+    proxy: CuttingProxy, token: str, path: Path, chunk_size: str, *extra: str
+) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None or not (JS_FOLDER / "node_modules" / "tus-js-client").is_dir():
         pytest.fail(
@@ -287,7 +318,7 @@ def node_upload(proxy: CuttingProxy, token: str, path: Path, chunk_size: str) ->
             "(python -m cryptofiles.dev.browser ensure runs npm ci in tests/js/tus)"
         )
     result = subprocess.run(
-        [node, JS_FOLDER / "upload.mjs", f"{proxy.base}/uploads/", path, chunk_size],
+        [node, JS_FOLDER / "upload.mjs", f"{proxy.base}/uploads/", path, chunk_size, *extra],
         env={**os.environ, "CRYPTOFILES_TOKEN": token},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -297,21 +328,34 @@ def node_upload(proxy: CuttingProxy, token: str, path: Path, chunk_size: str) ->
     return answer
 
 
+# One size class (5 MiB + 17 bytes), one cut each: in the middle of a PATCH, once ``cut`` bytes of
+# PATCH bodies went through.
 @pytest.mark.parametrize(
-    ("chunk_size", "settle"),
+    ("chunk_size", "cut_at", "settle", "extra"),
     [
-        ("2097152", False),  # 2 MiB PATCHes, each accepted in part; the cut resets both ends
-        ("Infinity", True),  # one PATCH for the whole rest; the server finishes before the retry
+        # 2 MiB PATCHes, each accepted in part; the cut resets both ends in the second one.
+        ("2097152", 3 * MiB + 4321, False, ()),
+        # One PATCH for the whole rest; the server is done with it before the client retries.
+        ("Infinity", 3 * MiB + 4321, True, ()),
+        # The first 2 MiB in the creation request (creation-with-upload), the cut in the next.
+        ("2097152", MiB + 300_000, True, ("with-upload",)),
     ],
+    ids=["2MiB-chunks-reset", "whole-rest-settled", "creation-with-upload-settled"],
 )
 def test_tus_js_client_resumes_after_a_cut(
-    server: Server, token: str, tmp_path: Path, chunk_size: str, settle: bool
+    server: Server,
+    token: str,
+    tmp_path: Path,
+    chunk_size: str,
+    cut_at: int,
+    settle: bool,
+    extra: tuple[str],
 ) -> None:
     size = 5 * MiB + 17
     path = tmp_path / f"js-{chunk_size}.bin"
     expected = write_data(path, size, seed=5)
-    with CuttingProxy(server.port, [3 * MiB + 4321], settle=settle) as proxy:
-        answer = node_upload(proxy, token, path, chunk_size)
+    with CuttingProxy(server.port, [cut_at], settle=settle) as proxy:
+        answer = node_upload(proxy, token, path, chunk_size, *extra)
     assert not proxy.errors
     file_id = file_id_of(answer["url"], proxy)
 
@@ -323,6 +367,14 @@ def test_tus_js_client_resumes_after_a_cut(
     if settle:
         assert resumed == boundary_at_or_below(cut.reached, size)
     assert [r.method for r in proxy.requests].count("POST") == 1
+    if extra:
+        (creation,) = (r for r in proxy.requests if r.method == "POST")
+        assert creation.body_forwarded == 2 * MiB
+        assert answer["offsets"][0] == {
+            "method": "POST",
+            "status": 201,
+            "offset": boundary_at_or_below(2 * MiB, size),
+        }
     # Every offset the client was told is a segment boundary, and the last one is the end.
     told = answer["offsets"]
     assert told and all(is_offset(o["offset"], size) for o in told), told
