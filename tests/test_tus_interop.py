@@ -5,7 +5,7 @@ set-up) upload through ``CuttingProxy`` (tests/support/cutting_proxy.py), which 
 and kills chosen PATCH requests mid-body. Each stored file is fetched as ciphertext with its key
 and decrypted by ``scripts/decrypt_file.py`` and by Tink, and must equal what was sent.
 
-What the server promises clients (docs: the tus contract): offsets move by whole segments of the
+What the server promises clients (``cryptofiles/uploads.py``): offsets move by whole segments of the
 file format, so every offset a client is told is 0, the end of segment 0 (1048520 plaintext bytes),
 the end of a later segment (1048560 more each) or the upload's length; after a cut the server keeps
 every complete segment it received and the client resumes from there, never from zero.
@@ -248,7 +248,7 @@ def test_tuspy_async_uploader_resumes_after_a_reset(
     size = FIRST_SEGMENT + 2 * SEGMENT + 17
     expected = write_data(tmp_path / "data", size, seed=7)
     with (
-        CuttingProxy(server.port, [MiB + 600_000], settle=False) as proxy,
+        CuttingProxy(server.port, [MiB + 600_000], how="reset") as proxy,
         open(tmp_path / "data", "rb") as stream,
     ):
         client = TusClient(f"{proxy.base}/uploads/", headers={"x-access-tokens": token})
@@ -269,6 +269,33 @@ def test_tuspy_async_uploader_resumes_after_a_reset(
     check_stored(server, token, file_id, expected, tmp_path, tink=True)
 
 
+def test_tuspy_checksummed_patch_cut_resumes_from_its_start(
+    server: Server, token: str, tmp_path: Path
+) -> None:
+    """A PATCH with Upload-Checksum keeps nothing unless its whole body matched: cut, it counts for
+    nothing and the client sends it again from its start; the segments the cut request stored
+    unrecorded are met again with the same bytes, so the upload completes."""
+    size = FIRST_SEGMENT + 4 * SEGMENT + 99
+    expected = write_data(tmp_path / "data", size, seed=11)
+    with (
+        CuttingProxy(server.port, [3 * MiB + 5000], how="settle") as proxy,
+        open(tmp_path / "data", "rb") as stream,
+    ):
+        uploader = tuspy_upload(
+            proxy, token, stream, "sums.bin",
+            chunk_size=2 * MiB, upload_checksum=True, retries=3, retry_delay=1,
+        )  # fmt: skip
+    assert not proxy.errors
+    (cut,) = proxy.cuts
+    assert cut.settled and cut.upload_offset is not None
+    assert cut.reached > boundary_at_or_below(cut.reached, size) > cut.upload_offset
+    assert resumed_after(cut, proxy).upload_offset == cut.upload_offset
+
+    file_id = file_id_of(uploader.url, proxy)
+    check_finished(server, token, file_id, size, "sums.bin")
+    check_stored(server, token, file_id, expected, tmp_path, tink=False)
+
+
 @pytest.mark.slow
 def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
     server: Server, token: str, tmp_path: Path
@@ -279,7 +306,7 @@ def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
     # with settle the server has finished with a cut request before the client comes back.
     cut_points = [70 * MiB + 12345, 140 * MiB + 543210, 210 * MiB + 777]
     with (
-        CuttingProxy(server.port, cut_points, settle=True) as proxy,
+        CuttingProxy(server.port, cut_points, how="settle") as proxy,
         open(tmp_path / "data", "rb") as stream,
     ):
         uploader = tuspy_upload(
@@ -331,14 +358,14 @@ def node_upload(
 # One size class (5 MiB + 17 bytes), one cut each: in the middle of a PATCH, once ``cut`` bytes of
 # PATCH bodies went through.
 @pytest.mark.parametrize(
-    ("chunk_size", "cut_at", "settle", "extra"),
+    ("chunk_size", "cut_at", "how", "extra"),
     [
         # 2 MiB PATCHes, each accepted in part; the cut resets both ends in the second one.
-        ("2097152", 3 * MiB + 4321, False, ()),
+        ("2097152", 3 * MiB + 4321, "reset", ()),
         # One PATCH for the whole rest; the server is done with it before the client retries.
-        ("Infinity", 3 * MiB + 4321, True, ()),
+        ("Infinity", 3 * MiB + 4321, "settle", ()),
         # The first 2 MiB in the creation request (creation-with-upload), the cut in the next.
-        ("2097152", MiB + 300_000, True, ("with-upload",)),
+        ("2097152", MiB + 300_000, "settle", ("--with-upload",)),
     ],
     ids=["2MiB-chunks-reset", "whole-rest-settled", "creation-with-upload-settled"],
 )
@@ -348,13 +375,13 @@ def test_tus_js_client_resumes_after_a_cut(
     tmp_path: Path,
     chunk_size: str,
     cut_at: int,
-    settle: bool,
+    how: str,
     extra: tuple[str],
 ) -> None:
     size = 5 * MiB + 17
     path = tmp_path / f"js-{chunk_size}.bin"
     expected = write_data(path, size, seed=5)
-    with CuttingProxy(server.port, [cut_at], settle=settle) as proxy:
+    with CuttingProxy(server.port, [cut_at], how=how) as proxy:
         answer = node_upload(proxy, token, path, chunk_size, *extra)
     assert not proxy.errors
     file_id = file_id_of(answer["url"], proxy)
@@ -364,21 +391,21 @@ def test_tus_js_client_resumes_after_a_cut(
     resumed = resumed_after(cut, proxy).upload_offset
     assert resumed is not None and is_offset(resumed, size)
     assert cut.upload_offset <= resumed <= boundary_at_or_below(cut.reached, size)
-    if settle:
+    if how == "settle":
         assert resumed == boundary_at_or_below(cut.reached, size)
     assert [r.method for r in proxy.requests].count("POST") == 1
     if extra:
         (creation,) = (r for r in proxy.requests if r.method == "POST")
         assert creation.body_forwarded == 2 * MiB
-        assert answer["offsets"][0] == {
+        assert answer["answers"][0] == {
             "method": "POST",
             "status": 201,
             "offset": boundary_at_or_below(2 * MiB, size),
         }
     # Every offset the client was told is a segment boundary, and the last one is the end.
-    told = answer["offsets"]
-    assert told and all(is_offset(o["offset"], size) for o in told), told
-    assert told[-1] == {"method": "PATCH", "status": 204, "offset": size}
+    told = [a for a in answer["answers"] if a["offset"] is not None]
+    assert all(is_offset(a["offset"], size) for a in told), told
+    assert answer["answers"][-1] == {"method": "PATCH", "status": 204, "offset": size}
 
     check_finished(server, token, file_id, size, path.name)
     check_stored(server, token, file_id, expected, tmp_path, tink=True)
@@ -398,3 +425,47 @@ def test_npm_set_up_is_quick_and_needs_no_npm_once_installed(
     (stale / "node_modules" / browser.NPM_STAMP).write_text("an older lock file's hash\n")
     with pytest.raises(browser.MissingTool, match="npm"):
         browser.ensure_npm(stale)
+
+
+# --- a network drop neither end hears of ------------------------------------------------------------
+
+IDLE_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def quick_idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that gives up on a silent client after 3 s instead of 30."""
+    server = Server(
+        tmp_path_factory.mktemp("tus-idle"), {"IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS)}
+    )
+    yield server
+    server.stop()
+
+
+def test_tus_js_client_outlasts_a_silent_drop_with_its_own_retry_schedule(
+    quick_idle_server: Server, tmp_path: Path
+) -> None:
+    """The client's connection dies mid-PATCH, the server's stays open and silent. Until its idle
+    limit ends the stalled request, that request holds the upload and the client's retries get 409;
+    then the client resumes from every segment the stalled request stored. tus-js-client's default
+    schedule (retries after 0, 1, 3 and 5 s) outlasts an idle limit of a few seconds; it gives up
+    long before the default IDLE_TIMEOUT_SECONDS of 30 ends the stalled request."""
+    server, size = quick_idle_server, 5 * MiB + 17
+    token = new_token(server, "tus-idle")
+    path = tmp_path / "idle.bin"
+    expected = write_data(path, size, seed=9)
+    with CuttingProxy(server.port, [3 * MiB + 4321], how="stall") as proxy:
+        answer = node_upload(proxy, token, path, "2097152", "--default-retries")
+    assert not proxy.errors
+    (cut,) = proxy.cuts
+    assert cut.upload_offset is not None
+    later = proxy.patches()[proxy.patches().index(cut) + 1 :]
+    assert all(cut.upload_offset <= (r.upload_offset or 0) for r in later)
+    assert boundary_at_or_below(cut.reached, size) in [r.upload_offset for r in later]
+    # The stalled request held the upload for a while: the client was told so, and waited.
+    assert {"method": "PATCH", "status": 409, "offset": None} in answer["answers"]
+    assert answer["answers"][-1] == {"method": "PATCH", "status": 204, "offset": size}
+
+    file_id = file_id_of(answer["url"], proxy)
+    check_finished(server, token, file_id, size, path.name)
+    check_stored(server, token, file_id, expected, tmp_path, tink=True)

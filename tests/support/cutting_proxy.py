@@ -6,15 +6,17 @@ of them, and it cuts the connection when the PATCH bodies it has forwarded, coun
 requests, reach each of ``cut_points`` in turn: a cut happens in the middle of whichever PATCH is
 running, whatever the client's chunk size, and the log says exactly how much of it the server got.
 
-Two ways to cut:
-- ``settle=True``: the server side is half-closed (FIN), so the server reads exactly the bytes
+Three ways to cut (``how``):
+- ``"settle"``: the server side is half-closed (FIN), so the server reads exactly the bytes
   forwarded and then end of file; the proxy waits until the server has closed its side, throwing
   away whatever it answered, and only then resets the client's connection. When the client asks
   for the offset, the server has finished with the cut request, so the offset it reports is
   exactly determined by the bytes it got.
-- ``settle=False``: both connections are reset at once (RST, ``SO_LINGER`` 0), as a network
-  failure looks to both ends; the server may lose what sat unread in its socket buffer, and the
-  cut request may still be running when the client comes back (the client has to retry a 409).
+- ``"reset"``: both connections are reset at once (RST, ``SO_LINGER`` 0), as a failure both ends
+  notice; the server may lose what sat unread in its socket buffer, and the cut request may still
+  be running when the client comes back (the client has to retry a 409).
+- ``"stall"``: the client's connection is reset, the server's is left open and silent, as when a
+  network drops without either end hearing of it: the server learns only from its idle limit.
 
 Server answers are forwarded as they come, unparsed.
 """
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 SOCKET_TIMEOUT = 300.0  # nothing here may hang a test for ever
 SETTLE_SECONDS = 60.0
 MAX_HEAD = 64 * 1024
+CUTS = ("settle", "reset", "stall")
 
 
 @dataclasses.dataclass
@@ -43,8 +46,8 @@ class Request:
     content_length: int
     body_forwarded: int = 0
     cut: bool = False
-    settled: bool | None = None  # settle mode: the server closed its side after the cut
-    answer_after_cut: bytes = b""  # settle mode: the first line the server answered, discarded
+    settled: bool | None = None  # "settle": the server closed its side after the cut
+    answer_after_cut: bytes = b""  # "settle": the first line the server answered, discarded
 
     @property
     def reached(self) -> int:
@@ -73,12 +76,14 @@ class CuttingProxy:
     """Listens on 127.0.0.1 (``port``) and forwards to ``target_port``; see the module docstring."""
 
     def __init__(
-        self, target_port: int, cut_points: Sequence[int] = (), *, settle: bool = True
+        self, target_port: int, cut_points: Sequence[int] = (), *, how: str = "settle"
     ) -> None:
+        if how not in CUTS:
+            raise ValueError(f"how must be one of {CUTS}")
         if list(cut_points) != sorted(cut_points):
             raise ValueError("cut points must be in ascending order")
         self.target_port = target_port
-        self.settle = settle
+        self.how = how
         self.requests: list[Request] = []
         self.patch_bytes = 0  # PATCH body bytes forwarded, over all requests
         self.errors: list[str] = []  # what the proxy could not parse (a test should see none)
@@ -88,6 +93,7 @@ class CuttingProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._closed = False
+        self._stalled: list[socket.socket] = []
         self._start(self._accept_loop)
 
     @property
@@ -107,6 +113,10 @@ class CuttingProxy:
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        for sock in self._stalled:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the thread still reading it
+            sock.close()
         for thread in list(self._threads):
             thread.join(timeout=5)
 
@@ -253,7 +263,11 @@ class _Connection:
     def _cut(self, request: Request) -> None:
         request.cut = True
         self.cutting.set()
-        if self.proxy.settle:
+        if self.proxy.how == "stall":
+            _reset(self.client)  # the server's side stays open until the proxy closes
+            self.proxy._stalled.append(self.server)
+            return
+        if self.proxy.how == "settle":
             self.server.shutdown(socket.SHUT_WR)
             self.answers.join(timeout=SETTLE_SECONDS)
             request.settled = not self.answers.is_alive()
