@@ -5,10 +5,11 @@ set-up) upload through ``CuttingProxy`` (tests/support/cutting_proxy.py), which 
 and kills chosen PATCH requests mid-body. Each stored file is fetched as ciphertext with its key
 and decrypted by ``scripts/decrypt_file.py`` and by Tink, and must equal what was sent.
 
-What the server promises clients (``cryptofiles/uploads.py``): offsets move by whole segments of the
-file format, so every offset a client is told is 0, the end of segment 0 (1048520 plaintext bytes),
-the end of a later segment (1048560 more each) or the upload's length; after a cut the server keeps
-every complete segment it received and the client resumes from there, never from zero.
+What the server promises clients (``cryptofiles/uploads.py``): offsets move by whole segments of
+the file format, so every offset a client is told is 0, the end of segment 0 (1048520 plaintext
+bytes), the end of a later segment (1048560 more each) or the upload's length; after a cut the
+server keeps every complete segment it received and the client resumes from there, never from
+zero.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import http.client
+import io
 import json
 import os
 import random
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit
 import pytest
 from tusclient.client import TusClient
 from tusclient.exceptions import TusUploadFailed
+from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader import Uploader
 
 from cryptofiles.dev import browser
@@ -174,21 +177,40 @@ def resumed_after(cut: Request, proxy: CuttingProxy) -> Request:
     return next(r for r in later if r.method == "PATCH")
 
 
-# --- tuspy ------------------------------------------------------------------------------------------
+# --- tuspy ----------------------------------------------------------------------------------------
 
 
-def tuspy_upload(
+class KeptOpen(io.BufferedReader):
+    """A file tuspy cannot close: with store_url it closes the stream it fingerprints."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+
+    def close(self) -> None:
+        pass
+
+    def release(self) -> None:
+        super().close()
+
+
+def tuspy_uploader(
     proxy: CuttingProxy, token: str, stream: IO[bytes], name: str, **options: Any
 ) -> Uploader:
     client = TusClient(f"{proxy.base}/uploads/", headers={"x-access-tokens": token})
     # A stream of our own rather than file_path: tuspy opens a file per request and never closes it.
     uploader_class = Sha256Uploader if options.get("upload_checksum") else Uploader
-    uploader = uploader_class(
+    return uploader_class(
         file_stream=stream,
         client=client,
         metadata={"filename": name, "filetype": FILETYPE},
         **options,
     )
+
+
+def tuspy_upload(
+    proxy: CuttingProxy, token: str, stream: IO[bytes], name: str, **options: Any
+) -> Uploader:
+    uploader = tuspy_uploader(proxy, token, stream, name, **options)
     uploader.upload()
     return uploader
 
@@ -229,7 +251,7 @@ def test_tuspy_uploads_each_size_class(
 def test_tuspy_sha1_checksum_is_refused(
     server: Server, token: str, proxy: CuttingProxy, tmp_path: Path
 ) -> None:
-    """tuspy's own checksum algorithm is sha1, which the server does not offer: 400, nothing kept."""
+    """tuspy's own checksum algorithm is sha1, which the server does not offer: 400, none kept."""
     write_data(tmp_path / "data", 1000, seed=1)
     client = TusClient(f"{proxy.base}/uploads/", headers={"x-access-tokens": token})
     with open(tmp_path / "data", "rb") as stream:
@@ -296,6 +318,41 @@ def test_tuspy_checksummed_patch_cut_resumes_from_its_start(
     check_stored(server, token, file_id, expected, tmp_path, tink=False)
 
 
+@pytest.mark.slow  # two server starts
+def test_tuspy_resumes_from_its_url_storage_after_both_ends_restart(tmp_path: Path) -> None:
+    """tuspy's own resumption: it keeps the upload URL under the file's fingerprint, and a new
+    client finds it and resumes from the offset HEAD gives, here from a server restarted in
+    between (same data, another process and port behind the same proxy)."""
+    size = FIRST_SEGMENT + 3 * SEGMENT + 5
+    expected = write_data(tmp_path / "data", size, seed=13)
+    urls, stream = FileStorage(str(tmp_path / "urls.json")), KeptOpen(tmp_path / "data")
+    server = Server(tmp_path / "var")
+    try:
+        token = new_token(server, "tus-restart")
+        with CuttingProxy(server.port) as proxy:
+            options = {"chunk_size": MiB, "store_url": True, "url_storage": urls}
+            first = tuspy_uploader(proxy, token, stream, "restart.bin", **options)
+            first.upload(stop_at=FIRST_SEGMENT + SEGMENT)  # two PATCHes, whole segments
+            server.stop()
+            server = Server(tmp_path / "var")
+            proxy.target_port = server.port
+            second = tuspy_uploader(proxy, token, stream, "restart.bin", **options)
+            assert (second.url, second.offset) == (first.url, FIRST_SEGMENT + SEGMENT)
+            second.upload()
+        assert not proxy.errors
+        assert [r.method for r in proxy.requests].count("POST") == 1
+        offsets = [r.upload_offset for r in proxy.patches()]
+        assert offsets == [0, FIRST_SEGMENT, FIRST_SEGMENT + SEGMENT, FIRST_SEGMENT + 2 * SEGMENT]
+
+        file_id = file_id_of(second.url, proxy)
+        check_finished(server, token, file_id, size, "restart.bin")
+        check_stored(server, token, file_id, expected, tmp_path, tink=True)
+    finally:
+        stream.release()
+        urls.close()
+        server.stop()
+
+
 @pytest.mark.slow
 def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
     server: Server, token: str, tmp_path: Path
@@ -332,7 +389,7 @@ def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
     check_stored(server, token, file_id, expected, tmp_path, tink=True)
 
 
-# --- tus-js-client under Node ------------------------------------------------------------------------
+# --- tus-js-client under Node ---------------------------------------------------------------------
 
 
 def node_upload(
@@ -427,7 +484,7 @@ def test_npm_set_up_is_quick_and_needs_no_npm_once_installed(
         browser.ensure_npm(stale)
 
 
-# --- a network drop neither end hears of ------------------------------------------------------------
+# --- a network drop neither end hears of ----------------------------------------------------------
 
 IDLE_SECONDS = 3
 

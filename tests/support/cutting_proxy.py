@@ -148,7 +148,7 @@ class CuttingProxy:
             _Connection(self, client, server).start()
 
     def _allowance(self, request: Request, piece: int) -> int | None:
-        """How many bytes of the next ``piece`` of ``request``'s body pass before a cut; None: all."""
+        """How many bytes of ``piece`` of ``request``'s body pass before a cut (None: all)."""
         if request.method != "PATCH":
             return None
         with self._lock:
