@@ -44,6 +44,8 @@ from tests.support.server import ROOT, Server, new_token
 pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
+# Written out rather than taken from cryptofiles.crypto: the layout of Tink's AES256_GCM_HKDF_1MB,
+# which a client's view of the offsets is checked against independently of the server's code.
 FIRST_SEGMENT = 1048520  # plaintext bytes in segment 0 (the header takes the rest of 1 MiB)
 SEGMENT = 1048560  # plaintext bytes in every later segment
 TUS = {"Tus-Resumable": "1.0.0"}
