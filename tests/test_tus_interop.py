@@ -406,9 +406,9 @@ def test_tuspy_300_mib_cut_three_times_resumes_where_the_server_stopped(
 # --- tus-js-client under Node ---------------------------------------------------------------------
 
 
-def node_upload(
+def run_node(
     proxy: CuttingProxy, token: str, path: Path, chunk_size: str, *extra: str
-) -> dict[str, Any]:
+) -> subprocess.CompletedProcess[str]:
     node = shutil.which("node")
     if node is None or not (JS_FOLDER / "node_modules" / "tus-js-client").is_dir():
         pytest.fail(
@@ -420,8 +420,15 @@ def node_upload(
         env={**os.environ, "CRYPTOFILES_TOKEN": token},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
     assert token not in result.stdout + result.stderr
+    return result
+
+
+def node_upload(
+    proxy: CuttingProxy, token: str, path: Path, chunk_size: str, *extra: str
+) -> dict[str, Any]:
+    result = run_node(proxy, token, path, chunk_size, *extra)
+    assert result.returncode == 0, result.stderr
     answer: dict[str, Any] = json.loads(result.stdout)
     return answer
 
@@ -496,6 +503,27 @@ def test_npm_set_up_is_quick_and_needs_no_npm_once_installed(
     (stale / "node_modules" / browser.NPM_STAMP).write_text("an older lock file's hash\n")
     with pytest.raises(browser.MissingTool, match="npm"):
         browser.ensure_npm(stale)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the server ignores Upload-Concat: each part becomes a file of its own",
+)
+def test_tus_js_client_parallel_uploads_are_refused_and_store_nothing(
+    server: Server, proxy: CuttingProxy, tmp_path: Path
+) -> None:
+    """parallelUploads needs the concatenation extension, which the server does not advertise;
+    tus-js-client does not check Tus-Extension. The server must refuse a partial upload at its
+    creation (400, like Upload-Defer-Length) rather than store each part as a file of its own
+    and then refuse the final concatenation, leaving the parts behind in the user's quota."""
+    token = new_token(server, "tus-parallel")
+    write_data(tmp_path / "parts.bin", 3 * MiB + 5, seed=4)
+    result = run_node(proxy, token, tmp_path / "parts.bin", "Infinity", "--parallel-uploads")
+    assert result.returncode == 1 and "response code: 400" in result.stderr, result.stderr
+    response, body = call(server, "GET", "/files", token, Accept="application/json")
+    assert response.status == 200 and json.loads(body)["files"] == []
+    assert proxy.patches() == []
 
 
 # --- a network drop neither end hears of ----------------------------------------------------------

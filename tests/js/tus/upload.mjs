@@ -1,6 +1,7 @@
 // Upload one file with tus-js-client under Node, as tests/test_tus_interop.py drives it.
 //
-//   node upload.mjs ENDPOINT FILE CHUNK_SIZE [--with-upload] [--default-retries]
+//   node upload.mjs ENDPOINT FILE CHUNK_SIZE [FLAG]...    FLAG: --with-upload, --default-retries,
+//                                                          --parallel-uploads
 //
 // The token comes in CRYPTOFILES_TOKEN, not in argv, where other local users could read it.
 //
@@ -9,12 +10,13 @@
 // otherwise.
 // CHUNK_SIZE is a number of bytes or "Infinity" (one PATCH for the whole rest). --with-upload sends
 // the first chunk in the creation request (the creation-with-upload extension); --default-retries
-// keeps tus-js-client's own retry schedule (0, 1, 3 and 5 s) instead of ours.
+// keeps tus-js-client's own retry schedule (0, 1, 3 and 5 s) instead of ours; --parallel-uploads
+// sends the file as two partial uploads and concatenates them (the concatenation extension).
 import { createReadStream } from 'node:fs'
 import { basename } from 'node:path'
 import { Upload } from 'tus-js-client'
 
-const FLAGS = ['--with-upload', '--default-retries']
+const FLAGS = ['--with-upload', '--default-retries', '--parallel-uploads']
 const [endpoint, path, chunkArg, ...flags] = process.argv.slice(2)
 const token = process.env.CRYPTOFILES_TOKEN
 if (!endpoint || !path || !chunkArg || !token || flags.some((f) => !FLAGS.includes(f))) {
@@ -33,6 +35,7 @@ const upload = new Upload(createReadStream(path), {
   endpoint,
   chunkSize: Number(chunkArg),
   uploadDataDuringCreation: flags.includes('--with-upload'),
+  parallelUploads: flags.includes('--parallel-uploads') ? 2 : 1,
   headers: { 'x-access-tokens': token },
   ...retries,
   metadata: { filename: basename(path), filetype: 'application/x-interop' },
