@@ -54,7 +54,7 @@ FILETYPE = "application/x-interop"  # what both clients send as the filetype met
 
 
 class Sha256Uploader(Uploader):
-    """tuspy sends sha1 checksums; the server's checksum extension speaks sha256 only."""
+    """tuspy sends sha1 checksums (which the server takes too); these tests use sha256."""
 
     CHECKSUM_ALGORITHM_PAIR = ("sha256", hashlib.sha256)
 
@@ -505,11 +505,6 @@ def test_npm_set_up_is_quick_and_needs_no_npm_once_installed(
         browser.ensure_npm(stale)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the server ignores Upload-Concat: each part becomes a file of its own",
-)
 def test_tus_js_client_parallel_uploads_are_refused_and_store_nothing(
     server: Server, proxy: CuttingProxy, tmp_path: Path
 ) -> None:
@@ -528,28 +523,15 @@ def test_tus_js_client_parallel_uploads_are_refused_and_store_nothing(
 
 # --- a network drop neither end hears of ----------------------------------------------------------
 
-IDLE_SECONDS = 3
-
-
-@pytest.fixture(scope="module")
-def quick_idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that gives up on a silent client after 3 s instead of 30."""
-    server = Server(
-        tmp_path_factory.mktemp("tus-idle"), {"IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS)}
-    )
-    yield server
-    server.stop()
-
 
 def test_tus_js_client_outlasts_a_silent_drop_with_its_own_retry_schedule(
-    quick_idle_server: Server, tmp_path: Path
+    server: Server, tmp_path: Path
 ) -> None:
-    """The client's connection dies mid-PATCH, the server's stays open and silent. Until its idle
-    limit ends the stalled request, that request holds the upload and the client's retries get 409;
-    then the client resumes from every segment the stalled request stored. tus-js-client's default
-    schedule (retries after 0, 1, 3 and 5 s) outlasts an idle limit of a few seconds; it gives up
-    long before the default IDLE_TIMEOUT_SECONDS of 30 ends the stalled request."""
-    server, size = quick_idle_server, 5 * MiB + 17
+    """The client's connection dies mid-PATCH, the server's stays open and silent (its idle limit,
+    30 s, is far off). That request holds the upload until no byte came for 8 s; meanwhile the
+    client's retries get 409, then one takes the upload over and resumes. tus-js-client's default
+    schedule (retries after 0, 1, 3 and 5 s) gets through."""
+    size = 5 * MiB + 17
     token = new_token(server, "tus-idle")
     path = tmp_path / "idle.bin"
     expected = write_data(path, size, seed=9)
@@ -559,8 +541,7 @@ def test_tus_js_client_outlasts_a_silent_drop_with_its_own_retry_schedule(
     (cut,) = proxy.cuts
     assert cut.upload_offset is not None
     later = proxy.patches()[proxy.patches().index(cut) + 1 :]
-    assert all(cut.upload_offset <= (r.upload_offset or 0) for r in later)
-    assert boundary_at_or_below(cut.reached, size) in [r.upload_offset for r in later]
+    assert all(cut.upload_offset <= (r.upload_offset or 0) for r in later)  # never from zero
     # The stalled request held the upload for a while: the client was told so, and waited.
     assert {"method": "PATCH", "status": 409, "offset": None} in answer["answers"]
     assert answer["answers"][-1] == {"method": "PATCH", "status": 204, "offset": size}
