@@ -18,7 +18,7 @@ function freshServer() {
   return {
     uploads: new Map(), // id -> {length, offset, bytes, name}
     log: [], // [method, offset or null]
-    cutAfter: null, // the next PATCH's connection dies after this many body bytes
+    cuts: [], // the next PATCHes' connections die after so many body bytes, one each
     hang: false, // the next PATCH never answers (the page is reloaded meanwhile)
     refuse: new Map(), // method -> [status, detail] for the next such request
     nextId: 1,
@@ -127,8 +127,8 @@ globalThis.XMLHttpRequest = class {
     }
     assert.equal(offset, found.offset, "a PATCH from an offset the server does not have");
     let arrived = bytes.length;
-    const cut = server.cutAfter !== null;
-    if (cut) [arrived, server.cutAfter] = [Math.min(arrived, server.cutAfter), null];
+    const cut = server.cuts.length > 0;
+    if (cut) arrived = Math.min(arrived, server.cuts.shift());
     if (server.hang) {
       server.hang = false;
       arrived = Math.min(arrived, 3 * SEGMENT + 5);
@@ -188,7 +188,7 @@ test("a whole upload: one POST, one PATCH of the whole file, the id from Locatio
 });
 
 test("a cut mid-PATCH: HEAD, then the rest from the server's offset", async () => {
-  server.cutAfter = 47; // the server keeps 40 bytes: four whole segments
+  server.cuts = [47]; // the server keeps 40 bytes: four whole segments
   const { done, calls } = start();
   assert.equal(await done, "upload-1");
   assert.deepEqual(server.log, [["POST", null], ["PATCH", 0], ["HEAD", null], ["PATCH", 40]]);
@@ -204,7 +204,7 @@ test("offline, the retries wait for the network instead of running out", async (
   globalThis.addEventListener = page.addEventListener.bind(page);
   globalThis.navigator.onLine = false;
   try {
-    server.cutAfter = 33;
+    server.cuts = [33];
     const { done, calls } = start();
     await new Promise((resolve) => setTimeout(resolve, 2000)); // past the first two delays
     assert.equal(calls.retries.length, 1); // one wait, no more attempts while offline
@@ -219,8 +219,17 @@ test("offline, the retries wait for the network instead of running out", async (
   }
 });
 
+test("cuts that each let some bytes through never use up the retries", async () => {
+  server.cuts = [15, 15, 15, 15, 15, 15, 15]; // seven cuts, 10 bytes kept each time
+  const { done, calls } = start();
+  assert.equal(await done, "upload-1");
+  assert.equal(calls.retries.length, 7);
+  assert.deepEqual(new Set(calls.retries), new Set([500])); // never past the first delay
+  assert.deepEqual(server.uploads.get("upload-1").bytes, content);
+});
+
 test("a 409 after a cut (the old request still holds the upload) is retried", async () => {
-  server.cutAfter = 25;
+  server.cuts = [25];
   server.refuse.set("PATCH", [409, "Another request is writing this upload."]);
   // The refusal meets the first PATCH; the cut then the second one.
   const { done, calls } = start();
@@ -286,6 +295,16 @@ test("refusals reach the page as ApiErrors a person can read", async () => {
     return true;
   });
   assert.equal(server.uploads.size, 0);
+});
+
+test("an upload gone from the server (expired mid-way) says so, and is forgotten", async () => {
+  server.refuse.set("PATCH", [404, "No such upload."]);
+  await assert.rejects(start().done, (err) => {
+    assert.equal(err.status, 404);
+    assert.match(err.message, /^The upload is no longer on the server/);
+    return true;
+  });
+  assert.equal(localStorage.length, 0);
 });
 
 test("a 401 mid-upload keeps the upload, to go on after logging in again", async () => {

@@ -10,7 +10,7 @@
 import { ApiError, apiUrl, call, xhrError } from "./api.js";
 
 const TUS = { "Tus-Resumable": "1.0.0" };
-// After a cut: HEAD, then PATCH from the server's offset; the budget refills whenever bytes land.
+// After a cut: HEAD, then PATCH from the server's offset; the budget refills whenever bytes landed.
 const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 // 409: the request the cut left behind still holds the upload, or our offset was stale.
 const TRANSIENT = new Set([0, 408, 409, 423, 429, 502, 503, 504]);
@@ -35,12 +35,18 @@ const remembered = {
   },
   keep(key, id, expires) {
     const until = Date.parse(expires ?? "") || Date.now() + 24 * 3600 * 1000;
-    localStorage.setItem(key, JSON.stringify({ id, expires: until }));
+    try {
+      localStorage.setItem(key, JSON.stringify({ id, expires: until }));
+    } catch {
+      // Storage refused (full, or disabled): this upload still runs, it just cannot be resumed.
+    }
   },
   forget: (key) => localStorage.removeItem(key),
 };
 
 const base64 = (text) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+
+const GONE = "The upload is no longer on the server (expired or removed): pick the file again.";
 
 const aborted = () => new DOMException("Upload cancelled", "AbortError");
 
@@ -156,9 +162,12 @@ export function upload({ token, user, file, onProgress, onResume, onRetry }) {
     let stale = false;
     while (stale || offset < file.size) {
       try {
-        if (stale) offset = await head();
-        if (offset === null) throw new ApiError(404, "The upload is gone from the server.");
-        stale = false;
+        if (stale) {
+          const kept = await head();
+          if (kept === null) throw new ApiError(404, GONE);
+          if (kept > offset) attempt = 0; // the cut PATCH got somewhere: not a dead network
+          [offset, stale] = [kept, false];
+        }
         if (offset === file.size) break;
         const next = await patch(offset);
         if (next <= offset) throw new ApiError(502, "The server accepted none of the upload.");
@@ -203,7 +212,8 @@ export function upload({ token, user, file, onProgress, onResume, onRetry }) {
     if (id !== null && (signal.aborted || HOPELESS.has(err.status) || err.status === 404)) {
       await terminate();
     }
-    throw signal.aborted ? aborted() : err;
+    if (signal.aborted) throw aborted();
+    throw err instanceof ApiError && err.status === 404 ? new ApiError(404, GONE) : err;
   });
   return {
     done,
