@@ -178,9 +178,7 @@ class Upload:
         if entry is not None:
             file_id = upload_id(entry.url)
             try:
-                offset = self.head(file_id)
-                say(f"resuming {self.label} at byte {offset} of {self.size}")
-                self.send_rest(file_id, offset)
+                self.send_rest(file_id, None)  # from where the server says
                 return file_id
             except Gone:
                 say(f"the earlier upload of {self.label} is gone (expired or removed); "
@@ -228,16 +226,22 @@ class Upload:
         self.show(offset)
         return offset
 
-    def send_rest(self, file_id: str, offset: int) -> None:
-        """PATCH from ``offset`` to the end; after a cut, HEAD and go on, a few times."""
+    def send_rest(self, file_id: str, offset: int | None) -> None:
+        """PATCH from ``offset`` (None: from the server's offset, a resumed upload) to the end;
+        after a cut, HEAD and go on, a few times."""
         failures = 0
-        known: int | None = offset
-        stuck_at = offset  # where the upload stood at the last failure
+        known = offset
+        stuck_at = offset or 0  # where the upload stood at the last failure
+        resuming = offset is None
         while True:
             try:
                 with retryable():
                     if known is None:
                         known = self.head(file_id)
+                        if resuming:
+                            say(f"resuming {self.label} at byte {known} of {self.size}")
+                            resuming = False
+                            stuck_at = known
                     if known > stuck_at:  # progress since the last failure: a fresh count
                         failures, stuck_at = 0, known
                     if known >= self.size:
