@@ -48,6 +48,7 @@ INTEGERS = (
     "IDLE_TIMEOUT_SECONDS",
     "QUOTA_BYTES",
     "EVENTS_RETENTION_DAYS",
+    "UPLOAD_EXPIRY_HOURS",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -105,6 +106,8 @@ class Settings:
     quota_bytes: int = 50 * GiB
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     events_retention_days: int = 90
+    # Unfinished resumable (tus) uploads expire this long after their creation.
+    upload_expiry_hours: int = 24
 
     def __post_init__(self) -> None:
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
@@ -143,6 +146,8 @@ class Settings:
             raise ConfigError("QUOTA_BYTES must be positive")
         if not 1 <= self.events_retention_days <= 36500:
             raise ConfigError("EVENTS_RETENTION_DAYS must be from 1 to 36500")
+        if not 1 <= self.upload_expiry_hours <= 24 * 365:
+            raise ConfigError("UPLOAD_EXPIRY_HOURS must be from 1 to 8760")
         if self.web_workers < 1 or self.web_connections < 1:
             raise ConfigError("WEB_WORKERS and WEB_CONNECTIONS must be at least 1")
         if self.header_timeout_seconds < 1 or self.idle_timeout_seconds < 1:

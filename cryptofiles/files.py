@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from cryptofiles import crypto
 from cryptofiles.audit import security_event
 from cryptofiles.clock import Clock
-from cryptofiles.storage import FileRecord, Storage, UploadLost, UsageRepair
+from cryptofiles.storage import FileRecord, Storage, UploadLost, UsageHead, UsageRepair
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,7 @@ class FileService:
         before a byte of the body is read; the actual bytes are counted against both as they come.
         """
         # The owner's running total: one read, whatever they store (kept for counting this upload).
-        usage = self.storage.usage.head(owner)
-        room_left = None if self.quota_bytes is None else self.quota_bytes - usage.bytes
-        counter = _SizeGuard(self.max_upload_bytes, room_left)
+        usage, counter = self._room(owner)
         if declared_size is not None:
             counter.check(declared_size)
         blocks = iter(body)
@@ -133,12 +131,9 @@ class FileService:
         if first is None:  # nothing stored yet, nothing to undo
             raise EmptyUpload("The request body is empty: send the file's bytes as the body.")
 
-        file_id = str(uuid.uuid4())
-        key = crypto.new_file_key()
-        kek_id, wrapped_key = self.key_ring.wrap(key, crypto.wrap_aad(file_id, owner))
-        now = self.clock()
-        record = FileRecord(file_id, owner, name, content_type, wrapped_key, kek_id, now)
-        self.storage.files.insert_pending(record, now)
+        record, key = self.new_record(owner, name, content_type)
+        self.storage.files.insert_pending(record, record.created_at)
+        file_id = record.id
         stored_size = 0
         header = b""
         try:
@@ -148,13 +143,7 @@ class FileService:
                     header = header or bytes(segment[: crypto.HEADER_SIZE])
                     write_chunk(segment)
                     stored_size += len(segment)
-            counts = self.storage.files.complete(file_id, counter.total, stored_size, header)
-            self._check_owner(owner)
-            if counts:
-                # After the owner check, so an upload undone by it never counted. Parallel uploads
-                # of one owner are not counted in each other's room: they can overshoot the quota
-                # by at most their own sizes, as before the running total.
-                self.storage.usage.add(owner, counter.total, self.clock(), usage)
+            self.complete(record, counter.total, stored_size, header, usage)
         except UploadLost:
             self._discard_quietly(file_id)
             # The account deletion removed the pending record: say so, rather than "lost".
@@ -166,6 +155,43 @@ class FileService:
             self._discard_quietly(file_id)
             raise
         return dataclasses.replace(record, size=counter.total, stored_size=stored_size)
+
+    # -- the steps every upload takes (POST /upload here, resumable uploads in uploads.py) --------
+
+    def new_record(
+        self, owner: str, name: str | None, content_type: str | None
+    ) -> tuple[FileRecord, bytes]:
+        """A new file's record (not stored yet) and its fresh key, wrapped in the record."""
+        file_id = str(uuid.uuid4())
+        key = crypto.new_file_key()
+        kek_id, wrapped_key = self.key_ring.wrap(key, crypto.wrap_aad(file_id, owner))
+        record = FileRecord(file_id, owner, name, content_type, wrapped_key, kek_id, self.clock())
+        return record, key
+
+    def check_room(self, owner: str, size: int) -> UsageHead:
+        """Refuse a file of ``size`` bytes over the size limit or the owner's quota; the owner's
+        running total, to count the file in once stored."""
+        usage, counter = self._room(owner)
+        counter.check(size)
+        return usage
+
+    def _room(self, owner: str) -> tuple[UsageHead, _SizeGuard]:
+        usage = self.storage.usage.head(owner)
+        room_left = None if self.quota_bytes is None else self.quota_bytes - usage.bytes
+        return usage, _SizeGuard(self.max_upload_bytes, room_left)
+
+    def complete(
+        self, record: FileRecord, size: int, stored_size: int, header: bytes, usage: UsageHead
+    ) -> None:
+        """Make a stored upload servable, then check its owner (see ``_check_owner``) and count it
+        in their quota."""
+        counts = self.storage.files.complete(record.id, size, stored_size, header)
+        self._check_owner(record.owner)
+        if counts:
+            # After the owner check, so an upload undone by it never counted. Parallel uploads
+            # of one owner are not counted in each other's room: they can overshoot the quota
+            # by at most their own sizes, as before the running total.
+            self.storage.usage.add(record.owner, size, self.clock(), usage)
 
     def _check_owner(self, owner: str) -> None:
         """After the compare-and-set to complete: fail if the owner is gone or being deleted.
@@ -193,6 +219,10 @@ class FileService:
                 self.storage.files.touch_pending(file_id, self.clock())
                 last = time.monotonic()
             yield block
+
+    def discard(self, file_id: str) -> None:
+        """Remove an upload that never completed, with everything stored for it."""
+        self.storage.files.discard(file_id)
 
     def _discard_quietly(self, file_id: str) -> None:
         try:

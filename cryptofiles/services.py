@@ -1,5 +1,5 @@
 """The one wiring: ``build_services(settings)`` makes the storage, accounts, files, keys, sharing,
-history and links services.
+history, links and resumable uploads services.
 
 The web app, the CLI's admin commands, the tests and the benchmarks all build the services here,
 so that a setting (the write concern, the quota, the password cost) reaches every one of them
@@ -20,6 +20,7 @@ from cryptofiles.keys import KeyCustody
 from cryptofiles.links import LinkService
 from cryptofiles.sharing import History, Sharing
 from cryptofiles.storage import CommandListener, Storage
+from cryptofiles.uploads import ResumableUploads
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Services:
     history: History
     sharing: Sharing
     links: LinkService
+    uploads: ResumableUploads
 
     def close(self) -> None:
         self.storage.close()
@@ -76,6 +78,13 @@ def build_services(
     history = History(storage, clock, timedelta(days=settings.events_retention_days))
     sharing = Sharing(storage, files, history)
     links = LinkService(storage, files, history, clock)
+    uploads = ResumableUploads(
+        storage,
+        files,
+        expiry=timedelta(hours=settings.upload_expiry_hours),
+        # A live request renews its lock as data comes, and waits at most the idle limit for it.
+        lock_stale=timedelta(seconds=2 * settings.idle_timeout_seconds + 10),
+    )
     return Services(
-        settings, storage, accounts, files, KeyCustody(storage), history, sharing, links
+        settings, storage, accounts, files, KeyCustody(storage), history, sharing, links, uploads
     )

@@ -7,6 +7,8 @@ among those it documents for that operation.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -24,7 +26,9 @@ from cryptofiles.web import services_of
 from cryptofiles.web.docs import load_spec
 from tests.support.api import PASSWORD, Accounts
 
-HTTP_METHODS = ("get", "put", "post", "patch", "delete")  # HEAD and OPTIONS are Flask's own
+HTTP_METHODS = ("get", "put", "post", "patch", "delete")  # HEAD and OPTIONS are Flask's own...
+TUS_METHODS = ("head", "options")  # ...except under /uploads/, where tus makes them ours
+TUS = {"Tus-Resumable": "1.0.0"}
 UPLOAD_LIMIT = 1024
 JSON = "application/json"
 
@@ -51,7 +55,7 @@ def template(path: str) -> str:
 
 def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for path, item in spec["paths"].items():
-        for method in HTTP_METHODS:
+        for method in HTTP_METHODS + TUS_METHODS:
             if method in item:
                 yield method, path, item[method]
 
@@ -125,6 +129,7 @@ def test_documented_operations_are_exactly_the_routes(client: FlaskClient) -> No
         if rule.endpoint != "static"
         for method in rule.methods or ()
         if method.lower() in HTTP_METHODS
+        or (rule.endpoint.startswith("uploads.") and method.lower() in TUS_METHODS)
     }
     documented = {(method, template(path)) for method, path, _ in operations(spec)}
     assert sorted(routes - documented) == [], "routes missing from cryptofiles/openapi.yaml"
@@ -145,7 +150,7 @@ def test_secured_operations_answer_401_without_a_valid_token(
         for headers in ({}, {"x-access-tokens": "nonsense"}, {"Authorization": "Bearer nonsense"}):
             for accept in ("*/*", JSON):
                 response = client.open(
-                    url, method=method.upper(), headers={"Accept": accept, **headers}
+                    url, method=method.upper(), headers={"Accept": accept, **TUS, **headers}
                 )
                 assert response.status_code == 401, (method, path, headers)
                 check_documented(spec, method, url, response)
@@ -229,6 +234,7 @@ def test_real_answers_are_documented(
     send_both("get", f"/files/{file_id}/events", 404, headers=bob)
     share_links(send, send_both, alice, file_id, unknown)
     send_both("delete", f"/files/{unknown}", 404, headers=alice)
+    resumable_uploads(send, send_both, alice, unknown)
     send_recipients_and_sealed_keys(send, send_both, alice, file_id)
     send("delete", f"/files/{file_id}", 204, headers=alice)
 
@@ -299,6 +305,43 @@ def send_recipients_and_sealed_keys(
         headers=alice,
         json={"recipients": [], "require_sealed": False},
     )
+
+
+def resumable_uploads(send: Any, send_both: Any, alice: dict[str, str], unknown: str) -> None:
+    """The tus routes: discovery, creation (with and without a body), status, append, refusals,
+    termination."""
+    tus = {**alice, **TUS}
+    body = {**tus, "Content-Type": "application/offset+octet-stream"}
+    send("options", "/uploads/", 204)
+    created = send("post", "/uploads/", 201, headers={**tus, "Upload-Length": "10"})
+    upload = "/uploads/" + created.headers["Location"].rsplit("/", 1)[1]
+    send("options", upload, 204)
+    send("head", upload, 200, headers=tus)
+    send("head", f"/uploads/{unknown}", 404, headers=tus)
+    send_both("post", "/uploads/", 400, headers={**tus, "Upload-Length": "0"})
+    send_both("post", "/uploads/", 412, headers={**alice, "Upload-Length": "10"})
+    too_long = {**tus, "Upload-Length": str(UPLOAD_LIMIT + 1)}
+    send_both("post", "/uploads/", 413, headers=too_long)
+    send_both("post", "/uploads/", 415, headers={**tus, "Upload-Length": "3"}, data=b"abc")
+    send_both("patch", upload, 409, headers={**body, "Upload-Offset": "5"}, data=b"abcde")
+    send_both("patch", upload, 400, headers={**body, "Upload-Offset": "0"}, data=b"x" * 11)
+    send_both("patch", upload, 412, headers={**alice, "Upload-Offset": "0"}, data=b"x")
+    send_both("patch", upload, 415, headers={**tus, "Upload-Offset": "0"}, data=b"x" * 10)
+    send_both("patch", f"/uploads/{unknown}", 404, headers={**body, "Upload-Offset": "0"})
+    send_both("delete", f"/uploads/{unknown}", 404, headers=tus)
+    send_both("delete", upload, 412, headers=alice)
+    wrong = "sha256 " + base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    checked = {**body, "Upload-Offset": "0", "Upload-Checksum": wrong}
+    send("patch", upload, 460, headers=checked, data=b"0123456789")
+    send("patch", upload, 404, headers={**body, "Upload-Offset": "0"}, data=b"0123456789")
+    checked = {**body, "Upload-Length": "4", "Upload-Checksum": wrong}
+    send("post", "/uploads/", 460, accept=JSON, headers=checked, data=b"abcd")
+    with_body = {**body, "Upload-Length": "4"}
+    created = send("post", "/uploads/", 201, headers=with_body, data=b"abcd")
+    assert created.headers["Upload-Offset"] == "4"
+    upload = "/uploads/" + created.headers["Location"].rsplit("/", 1)[1]
+    send("patch", upload, 204, headers={**body, "Upload-Offset": "4"}, data=b"")
+    send("delete", upload, 204, headers=tus)
 
 
 def share_links(

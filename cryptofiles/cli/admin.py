@@ -87,7 +87,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     print(f"Database {settings.mongodb_db!r} at {redacted(settings.mongodb_uri)}: indexes ensured")
     print("  users: unique_name, unique_public_id")
     print(f"  revoked_tokens: expires_at ({revocations})")
-    print("  files: files_by_owner, files_by_status")
+    print("  files: files_by_owner, files_by_status, files_by_expiry")
     print("  ciphertext.chunks: files_id_1_n_1 (unique)")
     print("  usage: usage_by_owner, usage_retired")
     print("  links: links_by_token, links_by_file, links_by_expiry")
@@ -99,9 +99,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with open_services(settings) as services:
         report = services.files.sweep(orphans=True, usage=True)
         links = services.links.sweep()
+        expired_uploads = services.uploads.sweep()
     print(
         f"Swept: unfinished={report.unfinished} orphans={report.orphans}"
         f" ownerless={report.ownerless} usage_repaired={len(report.usage)} links={links}"
+        f" expired_uploads={expired_uploads}"
     )
     for repair in report.usage:
         print(f"  usage of user {repair.owner}: {repair.recorded} -> {repair.stored} bytes")

@@ -36,6 +36,7 @@ from cryptofiles.crypto.layout import (
     ciphertext_size,
     plaintext_offset_of_segment,
     plaintext_segment_range,
+    plaintext_segment_size,
     plaintext_size,
     segment_count,
 )
@@ -43,6 +44,7 @@ from cryptofiles.crypto.sealing import NewIdentity, new_identity, parse_recipien
 from cryptofiles.crypto.stream import (
     Encryptor,
     ReadPieces,
+    SegmentSealer,
     decrypt_range,
     decrypt_segments,
     decrypt_stream,
@@ -68,6 +70,7 @@ __all__ = [
     "NewIdentity",
     "ReadPieces",
     "RecipientError",
+    "SegmentSealer",
     "ciphertext_size",
     "decode_key",
     "decrypt_range",
@@ -79,6 +82,7 @@ __all__ = [
     "parse_recipient",
     "plaintext_offset_of_segment",
     "plaintext_segment_range",
+    "plaintext_segment_size",
     "plaintext_size",
     "seal",
     "segment_count",

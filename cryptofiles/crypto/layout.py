@@ -28,6 +28,7 @@ __all__ = [
     "ciphertext_size",
     "plaintext_offset_of_segment",
     "plaintext_segment_range",
+    "plaintext_segment_size",
     "plaintext_size",
     "segment_count",
 ]
@@ -115,6 +116,13 @@ def plaintext_offset_of_segment(i: int) -> int:
     if i < 0:
         raise ValueError("segment index must be >= 0")
     return 0 if i == 0 else FIRST_PLAIN + (i - 1) * PLAIN
+
+
+def plaintext_segment_size(i: int) -> int:
+    """Plaintext bytes a full segment ``i`` holds (segment 0 shares its room with the header)."""
+    if i < 0:
+        raise ValueError("segment index must be >= 0")
+    return FIRST_PLAIN if i == 0 else PLAIN
 
 
 def _segment_of_offset(offset: int) -> int:

@@ -59,6 +59,7 @@ from cryptofiles.crypto.segmenter import Segmenter, as_byte_view
 __all__ = [
     "Encryptor",
     "ReadPieces",
+    "SegmentSealer",
     "decrypt_range",
     "decrypt_segments",
     "decrypt_stream",
@@ -84,6 +85,47 @@ def _derive_segment_aead(file_key: bytes, salt: bytes) -> AESGCM:
 # --------------------------------------------------------------------------- encryption
 
 
+class SegmentSealer:
+    """Seals the segments of one file, each by its index: the one place a segment nonce is made.
+
+    ``Encryptor`` seals a stream in one go with it; a resumable upload, whose segments arrive over
+    several requests (and processes), rebuilds one from the file key and the header stored with
+    the upload. The caller must seal each index at most once with a given plaintext: sealing
+    another plaintext under an index already stored would reuse an AES-GCM nonce.
+    """
+
+    __slots__ = ("_aead", "_prefix", "header")
+
+    def __init__(self, key: bytes, header: Buffer) -> None:
+        key = check_key(key)
+        header = bytes(header)
+        if len(header) != HEADER_SIZE or header[0] != HEADER_SIZE:
+            raise CryptoError("not a tink-aes-gcm-hkdf-streaming header")
+        self.header = header
+        self._prefix = header[1 + KEY_SIZE :]
+        self._aead = _derive_segment_aead(key, header[1 : 1 + KEY_SIZE])
+
+    @classmethod
+    def fresh(cls, key: bytes, *, urandom: Callable[[int], bytes] = os.urandom) -> SegmentSealer:
+        """A sealer for a new file: a random salt and nonce prefix make its header."""
+        salt = urandom(KEY_SIZE)
+        prefix = urandom(NONCE_PREFIX_SIZE)
+        if len(salt) != KEY_SIZE or len(prefix) != NONCE_PREFIX_SIZE:
+            raise CryptoError("urandom returned the wrong number of bytes")
+        return cls(key, bytes([HEADER_SIZE]) + salt + prefix)
+
+    def seal(self, index: int, plaintext: Buffer, *, last: bool) -> bytes:
+        """Ciphertext segment ``index`` (segment 0 preceded by the header)."""
+        if not 0 <= index < MAX_SEGMENTS:
+            # 2**32 segments of 1 MiB is 4 PiB; beyond that the nonce counter would wrap.
+            raise CryptoError("file too large for this format")
+        nonce = self._prefix + _NONCE_TAIL.pack(index, last)
+        sealed = self._aead.encrypt(nonce, plaintext, None)
+        if index == 0:
+            sealed = self.header + sealed  # one extra 1 MiB copy per file, not per segment
+        return sealed
+
+
 class Encryptor:
     """Incremental encryptor.
 
@@ -104,29 +146,16 @@ class Encryptor:
     production it must stay ``os.urandom``.
     """
 
-    __slots__ = ("_aead", "_done", "_header", "_index", "_prefix", "_segmenter")
+    __slots__ = ("_done", "_index", "_sealer", "_segmenter")
 
     def __init__(self, key: bytes, *, urandom: Callable[[int], bytes] = os.urandom) -> None:
-        key = check_key(key)
-        salt = urandom(KEY_SIZE)
-        prefix = urandom(NONCE_PREFIX_SIZE)
-        if len(salt) != KEY_SIZE or len(prefix) != NONCE_PREFIX_SIZE:
-            raise CryptoError("urandom returned the wrong number of bytes")
-        self._header = bytes([HEADER_SIZE]) + salt + prefix
-        self._prefix = prefix
-        self._aead = _derive_segment_aead(key, salt)
+        self._sealer = SegmentSealer.fresh(key, urandom=urandom)
         self._index = 0
         self._segmenter = Segmenter(FIRST_PLAIN, PLAIN)
         self._done = False
 
     def _seal(self, plaintext: memoryview, last: bool) -> bytes:
-        if self._index >= MAX_SEGMENTS:
-            # 2**32 segments of 1 MiB is 4 PiB; beyond that the nonce counter would wrap.
-            raise CryptoError("file too large for this format")
-        nonce = self._prefix + _NONCE_TAIL.pack(self._index, last)
-        sealed = self._aead.encrypt(nonce, plaintext, None)
-        if self._index == 0:
-            sealed = self._header + sealed  # one extra 1 MiB copy per file, not per segment
+        sealed = self._sealer.seal(self._index, plaintext, last=last)
         self._index += 1
         return sealed
 

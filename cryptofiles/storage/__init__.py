@@ -28,6 +28,9 @@ Collections, one module (and one attribute of ``Storage``) per family:
 - ``links`` and ``link_downloads`` (``links.py``, ``storage.links``): share links (``_id``, the hash
   of the token, ``file``, ``owner``, ``expires_at``, ``max_downloads``) and one document per
   download counted (``_id`` = ``"<link>:<n>"``): see ``links.py`` for why numbered slots.
+- resumable uploads (``uploads.py``, ``storage.uploads``): a tus upload's state lives on its file
+  record (``status: "resumable"``, ``length``, ``offset``, ``segments``, ``header``,
+  ``expires_at``) until it completes; ``upload_locks`` lets one request at a time append to it.
 - GridFS bucket ``ciphertext`` (``chunks.py``, ``storage.chunks``; ``ciphertext.files``,
   ``ciphertext.chunks``): the encrypted bytes, in 1 MiB chunks, under the same id as the record.
 
@@ -46,6 +49,7 @@ the app maps to HTTP answers in one place.
 
 from cryptofiles.storage.database import POOL_SIZE, CommandListener, Storage
 from cryptofiles.storage.errors import (
+    ChunkConflict,
     CorruptFile,
     DatabaseUnavailable,
     NameTaken,
@@ -55,11 +59,13 @@ from cryptofiles.storage.errors import (
 )
 from cryptofiles.storage.links import LinkRecord
 from cryptofiles.storage.records import FileRecord
+from cryptofiles.storage.uploads import UploadRecord
 from cryptofiles.storage.usage import UsageHead, UsageRepair
 from cryptofiles.storage.users import User, name_key
 
 __all__ = [
     "POOL_SIZE",
+    "ChunkConflict",
     "CommandListener",
     "CorruptFile",
     "DatabaseUnavailable",
@@ -70,6 +76,7 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "UploadLost",
+    "UploadRecord",
     "UsageHead",
     "UsageRepair",
     "User",

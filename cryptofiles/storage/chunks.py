@@ -26,9 +26,9 @@ from bson.binary import Binary
 from bson.int64 import Int64
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from cryptofiles.storage.errors import CorruptFile, _mapped_errors
+from cryptofiles.storage.errors import ChunkConflict, CorruptFile, _mapped_errors
 
 # Chunks per server reply when streaming most of a file: bounded memory, few round trips.
 # (Without it FerretDB answers a whole file in one reply.)
@@ -106,6 +106,36 @@ class Chunks:
             with contextlib.suppress(PyMongoError):
                 self.collection.delete_many({"files_id": {"$eq": file_id}})
             raise
+
+    def put(self, file_id: str, n: int, data: bytes) -> None:
+        """Store chunk ``n`` of a file that is written over several requests (a resumable upload).
+
+        A chunk ``n`` already there is left as it is when it holds the same bytes: a request
+        that stored it died before its upload recorded it, and the client sent the same part
+        again. Different bytes raise ``ChunkConflict`` and are not stored: that chunk's segment
+        was sealed under the same nonce, and the two must never both be at rest.
+        """
+        if not 0 < len(data) <= self.chunk_size:
+            raise ValueError("a GridFS chunk holds 1 to chunkSize bytes")
+        with _mapped_errors():
+            try:
+                self.collection.insert_one({"files_id": file_id, "n": n, "data": Binary(data)})
+                return
+            except DuplicateKeyError:
+                held = self.collection.find_one({"files_id": {"$eq": file_id}, "n": {"$eq": n}})
+        if held is None or bytes(held["data"]) != data:
+            raise ChunkConflict(f"{file_id}: chunk {n} is stored with other bytes")
+
+    def add_entry(self, file_id: str, length: int, upload_date: datetime) -> None:
+        """The GridFS entry of a file whose chunks are all stored (written once; a repeat after a
+        crash finds it there)."""
+        with _mapped_errors():
+            self.entries.replace_one(
+                {"_id": file_id},
+                {"length": Int64(length), "chunkSize": self.chunk_size,
+                 "uploadDate": upload_date, "filename": file_id},
+                upsert=True,
+            )  # fmt: skip
 
     def read(self, file_id: str, length: int, first: int, last: int) -> Iterator[bytes]:
         """Chunks ``first``..``last`` (inclusive) of a stored file of ``length`` bytes, in order.

@@ -19,6 +19,7 @@ from cryptofiles.storage.grants import Grants
 from cryptofiles.storage.links import Links
 from cryptofiles.storage.records import FileRecords
 from cryptofiles.storage.revocations import Revocations
+from cryptofiles.storage.uploads import Uploads
 from cryptofiles.storage.usage import Usage, UsageRepair
 from cryptofiles.storage.users import Users
 
@@ -33,8 +34,8 @@ class Storage:
 
     Each collection family is an attribute: ``users``, ``revocations``, ``files`` (the records),
     ``chunks`` (the ciphertext), ``counters`` (the rate limits), ``usage`` (the quota's totals),
-    ``grants`` (who else may fetch a file's key), ``events`` (the files' access history) and
-    ``links`` (share links).
+    ``grants`` (who else may fetch a file's key), ``events`` (the files' access history),
+    ``links`` (share links) and ``uploads`` (resumable uploads' state and locks).
     """
 
     def __init__(
@@ -78,11 +79,12 @@ class Storage:
         self.chunks = Chunks(self.db, chunk_size, records=self.db["files"])
         self.grants = Grants(self.db)
         self.events = Events(self.db)
+        self.uploads = Uploads(self.db)
         self.files = FileRecords(
             self.db,
             self.chunks,
             users=self.users.collection,
-            dependents=(self.grants.collection, self.events.collection),
+            dependents=(self.grants.collection, self.events.collection, self.uploads.locks),
         )
         self.usage = Usage(self.db)
         self.links = Links(self.db)
@@ -106,6 +108,7 @@ class Storage:
         self.grants.ensure_indexes()
         self.events.ensure_indexes()
         self.links.ensure_indexes()
+        self.uploads.ensure_indexes()
 
     def ping(self) -> None:
         with _mapped_errors():

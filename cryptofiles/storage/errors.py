@@ -38,6 +38,11 @@ class UploadLost(StorageError):
     """An upload's pending record was swept before the upload completed."""
 
 
+class ChunkConflict(StorageError):
+    """A chunk written again with other bytes than the ones stored (a resumable upload's client
+    sent different content for a part already stored)."""
+
+
 class CorruptFile(StorageError):
     """A stored file's chunks are missing or of the wrong size."""
 

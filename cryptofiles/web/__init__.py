@@ -22,7 +22,17 @@ from cryptofiles.clock import Clock, utcnow
 from cryptofiles.config import Settings
 from cryptofiles.services import build_services
 from cryptofiles.storage import Storage
-from cryptofiles.web import accounts, connection, docs, files, health, links, page, sharing
+from cryptofiles.web import (
+    accounts,
+    connection,
+    docs,
+    files,
+    health,
+    links,
+    page,
+    sharing,
+    uploads,
+)
 from cryptofiles.web.context import EXTENSION_KEY, services_of
 from cryptofiles.web.errors import register_error_handlers
 from cryptofiles.web.logs import configure_logging, init_request_logging
@@ -47,6 +57,7 @@ def create_app(
     # Inside a request, a password may only be checked under ratelimit.password_checked.
     services.accounts.password_check_allowed = password_check_allowed
     services.files.sweep()  # leftovers of uploads that a crash interrupted
+    services.uploads.sweep()  # resumable uploads past their expiry
     app.extensions[EXTENSION_KEY] = services
 
     # In this order: before_request hooks run in it, after_request hooks in reverse.
@@ -55,6 +66,16 @@ def create_app(
     init_request_logging(app)
     init_metrics(app)
     init_limiter(app, services)
-    for blueprint in (accounts.bp, health.bp, files.bp, sharing.bp, links.bp, docs.bp, page.bp):
+    blueprints = (
+        accounts.bp,
+        health.bp,
+        files.bp,
+        uploads.bp,
+        sharing.bp,
+        links.bp,
+        docs.bp,
+        page.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app

@@ -14,7 +14,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from cryptofiles import accounts, crypto, files, keys, links, sharing, storage
+from cryptofiles import accounts, crypto, files, keys, links, sharing, storage, uploads
 from cryptofiles.web import connection
 from cryptofiles.web.inputs import ApiError
 from cryptofiles.web.responses import error_response
@@ -39,6 +39,11 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (links.InvalidLink, 400),
     (links.TooManyLinks, 400),
     (links.NoSuchLink, 404),
+    (uploads.InvalidUpload, 400),
+    (uploads.OffsetMismatch, 409),
+    (uploads.UploadBusy, 409),
+    (uploads.UploadConflict, 409),
+    (uploads.ChecksumMismatch, 460),  # tus's checksum extension
     (files.OwnerGone, 410),
     (files.UploadTooLarge, 413),
     (connection.ClientStalled, 408),

@@ -10,6 +10,7 @@ that breaks a rule raises ``ApiError`` with its status and a message safe to sho
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -34,6 +35,9 @@ INTEGER_RE = re.compile(r"[0-9]{1,9}")
 BODY_BLOCK = crypto.SEGMENT_SIZE
 MAX_FILE_NAME_CHARS = 255
 CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1,63}")
+TUS_INTEGER_RE = re.compile(r"[0-9]{1,16}")
+TUS_METADATA_KEY_RE = re.compile(r"[!-+\--~]{1,64}")  # printable ASCII, no space or comma
+MAX_TUS_METADATA = 4096
 CUT_OFF = "The upload was cut off before the end of the body."
 PLAIN_FILENAME_RE = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
 # C0 controls and DEL (header splitting, terminal escapes), and the Unicode bidirectional controls:
@@ -220,6 +224,10 @@ def upload_name() -> str | None:
             disposition = PLAIN_FILENAME_RE.sub("", disposition)
         _, options = parse_options_header(disposition)
         name = options.get("filename")
+    return _file_name(name)
+
+
+def _file_name(name: str | None) -> str | None:
     if not name:
         return None
     if len(name) > MAX_FILE_NAME_CHARS or CONTROL_CHARS_RE.search(name):
@@ -232,12 +240,89 @@ def upload_name() -> str | None:
 
 
 def upload_content_type() -> str | None:
-    value = request.headers.get("X-Content-Type", "").strip()
+    return _content_type(request.headers.get("X-Content-Type", ""), "X-Content-Type")
+
+
+def _content_type(value: str, field: str) -> str | None:
+    value = value.strip()
     if not value:
         return None
     if not CONTENT_TYPE_RE.fullmatch(value):
-        raise ApiError(400, "X-Content-Type must be a media type such as text/plain.")
+        raise ApiError(400, f"{field} must be a media type such as text/plain.")
     return value.lower()
+
+
+# -- resumable uploads (tus 1.0) ----------------------------------------------------------------
+
+
+def tus_length() -> int:
+    """``Upload-Length`` of a new upload; a deferred length is refused."""
+    if "Upload-Defer-Length" in request.headers:
+        raise ApiError(
+            400, "Upload-Defer-Length is not supported: send Upload-Length (the file's size)."
+        )
+    return _tus_integer("Upload-Length")
+
+
+def tus_offset() -> int:
+    return _tus_integer("Upload-Offset")
+
+
+def _tus_integer(field: str) -> int:
+    raw = request.headers.get(field)
+    if raw is None:
+        raise ApiError(400, f"{field} is required.")
+    # Up to 2**53: more than any size limit, less than JSON's exact integers.
+    if not TUS_INTEGER_RE.fullmatch(raw.strip()):
+        raise ApiError(400, f"{field} must be a whole number of bytes (ASCII digits).")
+    return int(raw)
+
+
+def tus_metadata() -> tuple[str | None, str | None]:
+    """The file's name and content type from ``Upload-Metadata`` (``filename``, ``filetype``).
+
+    The header is ``key base64value`` pairs separated by commas; other keys are allowed and
+    ignored, as tus asks (clients add their own, such as tus-js-client's ``name``).
+    """
+    raw = request.headers.get("Upload-Metadata", "")
+    if len(raw) > MAX_TUS_METADATA:
+        raise ApiError(400, f"Upload-Metadata must be at most {MAX_TUS_METADATA} bytes.")
+    values: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = pair.partition(" ")
+        if not TUS_METADATA_KEY_RE.fullmatch(key) or key in values:
+            raise ApiError(400, "Upload-Metadata must be unique keys, each with a base64 value.")
+        try:
+            values[key] = base64.b64decode(value.strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(
+                400, f"Upload-Metadata: the value of {key!r} must be base64 of UTF-8 text."
+            ) from None
+    return _file_name(values.get("filename")), _content_type(
+        values.get("filetype", ""), "Upload-Metadata filetype"
+    )
+
+
+def tus_checksum() -> bytes | None:
+    """The SHA-256 digest of ``Upload-Checksum: sha256 <base64>``, if the client sent one."""
+    raw = request.headers.get("Upload-Checksum")
+    if raw is None:
+        return None
+    algorithm, _, value = raw.strip().partition(" ")
+    if algorithm.lower() != "sha256":
+        raise ApiError(400, "Upload-Checksum: only sha256 is supported (Tus-Checksum-Algorithm).")
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ApiError(400, "Upload-Checksum must be 'sha256 <base64 of the 32-byte digest>'.")
+    return digest
+
+
+def tus_body_type() -> None:
+    if request.mimetype != "application/offset+octet-stream":
+        raise ApiError(415, "The body's Content-Type must be application/offset+octet-stream.")
 
 
 # -- downloads ----------------------------------------------------------------------------------

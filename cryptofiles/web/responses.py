@@ -42,8 +42,12 @@ def reply(text: str, status: int = 200, json: dict[str, Any] | None = None) -> R
     return response
 
 
+# Statuses of protocols we speak that HTTP's registry has not (tus's checksum extension).
+EXTRA_TITLES = {460: "Checksum Mismatch"}
+
+
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    title = HTTPStatus(status).phrase
+    title = EXTRA_TITLES.get(status) or HTTPStatus(status).phrase
     if wants_json():
         response = jsonify(type="about:blank", title=title, status=status, detail=detail)
         response.mimetype = "application/problem+json"

@@ -77,7 +77,12 @@ OWNER_ONLY = [
     ("POST", "/files/{}/links"),
     ("GET", "/files/{}/links"),
     ("DELETE", "/files/{}/links/{}"),
+    # A resumable upload's id is its file's id; its routes answer strangers as for an unknown one.
+    ("PATCH", "/uploads/{}"),
+    ("DELETE", "/uploads/{}"),
 ]
+# Sent with every request: the tus routes refuse any other (412) before they look at the token.
+TUS = {"Tus-Resumable": "1.0.0"}
 DOWNLOAD = ("GET", "/files/{}")
 PLACEHOLDER = "file-id-placeholder"
 
@@ -162,7 +167,7 @@ def test_every_route_but_the_public_ones_needs_a_token(world: World) -> None:
         for label, headers in credentials.items():
             for accept in ACCEPTS.values():
                 response = world.client.open(
-                    url, method=method, headers={**headers, **accept}, data=b"uploaded body"
+                    url, method=method, headers={**headers, **accept, **TUS}, data=b"uploaded body"
                 )
                 if response.status_code != 401:
                     failures.append(f"{method} {path} ({label}): {response.status_code}")
@@ -187,16 +192,14 @@ def test_every_per_file_route_is_owner_only_except_the_download(world: World) ->
         if path in PUBLIC_RULES or not url_rule.arguments:
             continue
         template = url_of(world.app, endpoint, method, PLACEHOLDER).replace(PLACEHOLDER, "{}")
-        real = world.client.open(
-            fill(template, world.file_id), method=method, headers=auth(world.bob)
-        )
-        unknown = world.client.open(
-            fill(template, uuid.uuid4()), method=method, headers=auth(world.bob)
-        )
+        headers = {**auth(world.bob), **TUS}
+        real = world.client.open(fill(template, world.file_id), method=method, headers=headers)
+        unknown = world.client.open(fill(template, uuid.uuid4()), method=method, headers=headers)
         if (method, template) == DOWNLOAD:
             assert real.status_code == 200
             continue
-        no_such_file = (404, b"No such file.\n")
+        what = "upload" if template.startswith("/uploads/") else "file"
+        no_such_file = (404, f"No such {what}.\n".encode())
         assert (unknown.status_code, unknown.data) == no_such_file, f"{method} {path}"
         assert (real.status_code, real.data) == no_such_file, f"{method} {path} tells a stranger"
         found.add((method, template))
@@ -224,7 +227,7 @@ def test_strangers_get_the_answer_of_an_unknown_id(
 ) -> None:
     def ask(file_id: str, token: str) -> tuple[Any, ...]:
         response = world.client.open(
-            fill(route, file_id), method=method, headers={**auth(token), **accept}
+            fill(route, file_id), method=method, headers={**auth(token), **accept, **TUS}
         )
         # The rate-limit counters count requests, whatever they ask for: not an oracle.
         status, content_type, body, headers = answer(response)

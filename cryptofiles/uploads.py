@@ -1,0 +1,346 @@
+"""Resumable uploads (the service behind tus 1.0 at /uploads/), encrypted as they arrive.
+
+An upload is created with its length, then appended to by any number of requests, from any app
+instance, until its bytes are all there; it then is an ordinary file (same id, same routes, same
+key rules). Nothing is kept between requests but what the database holds, and the database never
+holds plaintext: each request seals the plaintext segments it completes (the file format's, see
+``crypto.stream``) and stores them as chunks as they arrive. Bytes after the last segment a request
+completed are dropped, and the offset the upload reports is the end of its last stored segment:
+the client sends them again (tus lets a server accept fewer bytes than were sent). The segment
+holding the declared length's last byte is sealed as the last one.
+
+Why a chunk is never sealed twice with other bytes: a segment's nonce is fixed by its index, so
+two different ciphertexts of one index at rest would be a reused AES-GCM nonce. A request takes
+the upload's lock (``storage.uploads``), so only one appends at a time; a chunk that a dead
+request stored without recording it is only ever matched against the same bytes
+(``Chunks.put``); other bytes for it end the upload (``UploadConflict``). For the same reason a
+PATCH whose checksum fails ends the upload: the bytes it stored cannot be replaced by others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from cryptofiles import crypto
+from cryptofiles.audit import security_event
+from cryptofiles.files import FileError, FileService, NoSuchFile, UploadTooLarge
+from cryptofiles.storage import ChunkConflict, Storage, UploadRecord, UsageHead
+
+log = logging.getLogger(__name__)
+
+# How often a request appending to an upload renews its lock, at most.
+LOCK_RENEW_SECONDS = 5
+# Expired uploads answer 404 at once; their chunks are removed at start-up, by `admin sweep`, and
+# by the first upload created after this long (so a server that runs for weeks reclaims them).
+SWEEP_EVERY_SECONDS = 3600
+
+
+class NoSuchUpload(NoSuchFile):
+    """Unknown, expired, or somebody else's: one answer for all."""
+
+
+class InvalidUpload(FileError):
+    """The request breaks a rule of resumable uploads (a 400)."""
+
+
+class OffsetMismatch(FileError):
+    """The client's Upload-Offset is not the upload's (a 409)."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class UploadBusy(FileError):
+    """Another request is appending to this upload (a 409)."""
+
+
+class UploadConflict(FileError):
+    """Bytes sent for a part already stored differ from it: the upload was ended (a 409)."""
+
+
+class ChecksumMismatch(FileError):
+    """The body does not match its Upload-Checksum: the upload was ended (a 460)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadStatus:
+    id: str
+    length: int
+    offset: int
+    expires_at: datetime | None  # None once complete
+    name: str | None
+    content_type: str | None
+
+    @property
+    def complete(self) -> bool:
+        return self.expires_at is None
+
+    @classmethod
+    def of(cls, upload: UploadRecord) -> UploadStatus:
+        return cls(
+            upload.file.id,
+            upload.length,
+            upload.offset,
+            upload.expires_at,
+            upload.file.name,
+            upload.file.content_type,
+        )
+
+
+class ResumableUploads:
+    def __init__(
+        self,
+        storage: Storage,
+        files: FileService,
+        *,
+        expiry: timedelta,
+        lock_stale: timedelta,
+    ) -> None:
+        self.storage = storage
+        self.files = files
+        self.clock = files.clock
+        self.expiry = expiry
+        # A lock not renewed for this long belongs to a request that died; a live one renews it
+        # at least every LOCK_RENEW_SECONDS while data comes, and waits at most the idle limit.
+        self.lock_stale = lock_stale
+        self._swept = time.monotonic()
+
+    def create(
+        self, owner: str, length: int, *, name: str | None, content_type: str | None
+    ) -> UploadStatus:
+        if length < 1:
+            raise InvalidUpload("Upload-Length must be at least 1: empty files are not stored.")
+        self.files.check_room(owner, length)
+        if time.monotonic() - self._swept >= SWEEP_EVERY_SECONDS:
+            self.sweep()
+        record, key = self.files.new_record(owner, name, content_type)
+        sealer = crypto.SegmentSealer.fresh(key)
+        expires_at = record.created_at + self.expiry
+        self.storage.uploads.create(
+            record, length=length, header=sealer.header, expires_at=expires_at
+        )
+        return UploadStatus(record.id, length, 0, expires_at, name, content_type)
+
+    def status(self, upload_id: str, owner: str) -> UploadStatus:
+        return UploadStatus.of(self._get(upload_id, owner))
+
+    def _get(self, upload_id: str, owner: str) -> UploadRecord:
+        upload = self.storage.uploads.get(upload_id)
+        if upload is not None and upload.file.owner != owner:
+            security_event("upload.not_owner", upload=upload_id)
+            upload = None
+        if upload is None or (upload.expires_at is not None and upload.expires_at <= self.clock()):
+            raise NoSuchUpload("No such upload.")
+        return upload
+
+    def append(
+        self,
+        upload_id: str,
+        owner: str,
+        offset: int,
+        body: Iterable[bytes],
+        *,
+        declared_size: int | None = None,
+        checksum: bytes | None = None,
+    ) -> UploadStatus:
+        """Store the segments that ``body`` (the upload's bytes from ``offset``) completes.
+
+        With ``checksum`` (a SHA-256 digest of the body), nothing is recorded unless the body
+        matches it. Returns the upload as it now is: its offset is the end of the last segment
+        stored, or its length once complete.
+        """
+        upload = self._get(upload_id, owner)
+        if upload.offset != offset:
+            raise OffsetMismatch(
+                f"Upload-Offset is {offset}, the upload's is {upload.offset}: "
+                "resume from the offset HEAD gives.",
+                upload.offset,
+            )
+        if upload.complete:
+            if declared_size:
+                raise InvalidUpload("The upload is complete; it takes no more bytes.")
+            return UploadStatus.of(upload)
+        if declared_size is not None and offset + declared_size > upload.length:
+            raise InvalidUpload(self._past_end(upload))
+        usage = self.files.check_room(owner, upload.length)  # the quota may have filled since
+        token = secrets.token_hex(16)
+        now = self.clock()
+        if not self.storage.uploads.lock(upload_id, token, now, now - self.lock_stale):
+            raise UploadBusy(
+                "Another request is sending bytes to this upload; "
+                "wait for it to end, then resume from the offset HEAD gives."
+            )
+        try:
+            upload = self._get(upload_id, owner)  # as it is now that we hold the lock
+            if upload.offset != offset:
+                raise OffsetMismatch(
+                    f"Upload-Offset is {offset}, the upload's is {upload.offset}: "
+                    "resume from the offset HEAD gives.",
+                    upload.offset,
+                )
+            appender = _Appender(self, upload, token, verify=checksum is not None)
+            digest = appender.feed(body)
+            if checksum is not None and not hmac.compare_digest(digest, checksum):
+                self.files.discard(upload_id)
+                raise ChecksumMismatch(
+                    "The body does not match Upload-Checksum. The upload was ended, since the "
+                    "parts it stored cannot be replaced by other bytes: start a new upload."
+                )
+            upload = appender.record()
+            if upload.offset == upload.length:
+                self._finish(upload, usage)
+                upload = dataclasses.replace(upload, expires_at=None, complete=True)
+            elif appender.whole_body and upload.offset == offset:
+                raise InvalidUpload(
+                    "The body ended before the next segment boundary, so nothing could be "
+                    "stored: send at least "
+                    f"{min(crypto.plaintext_segment_size(upload.segments), upload.length - offset)}"
+                    " bytes from this offset (or the rest of the file) in one PATCH."
+                )
+        except ChunkConflict:
+            self.files.discard(upload_id)
+            raise UploadConflict(
+                "The bytes sent differ from the ones already stored for that part of the upload. "
+                "The upload was ended: start a new one."
+            ) from None
+        finally:
+            self.storage.uploads.unlock(upload_id, token)
+        return UploadStatus.of(upload)
+
+    def _finish(self, upload: UploadRecord, usage: UsageHead) -> None:
+        self.storage.chunks.add_entry(upload.file.id, upload.stored_size, self.clock())
+        try:
+            self.files.complete(
+                upload.file, upload.length, upload.stored_size, upload.header, usage
+            )
+        except BaseException:
+            self.files.discard(upload.file.id)
+            raise
+
+    def terminate(self, upload_id: str, owner: str) -> None:
+        """Remove an unfinished upload with all it stored; a complete one is a file: deleted."""
+        upload = self._get(upload_id, owner)
+        if upload.complete:
+            self.files.delete(upload.file)
+        else:
+            self.files.discard(upload_id)
+
+    def sweep(self) -> int:
+        """Remove the unfinished uploads past their expiry, with their chunks."""
+        self._swept = time.monotonic()
+        expired = self.storage.uploads.expired(self.clock())
+        for upload_id in expired:
+            self.files.discard(upload_id)
+        if expired:
+            log.info("swept %d expired resumable upload(s)", len(expired))
+        return len(expired)
+
+    @staticmethod
+    def _past_end(upload: UploadRecord) -> str:
+        return (
+            f"The body goes past Upload-Length ({upload.length}); "
+            f"send at most {upload.length - upload.offset} bytes from offset {upload.offset}."
+        )
+
+
+class _Appender:
+    """One request's appending: cuts the body into the segments the upload still needs, seals
+    and stores each as it completes, and records the progress (unless verifying a checksum, when
+    the progress is recorded at the end, once the body matched it)."""
+
+    def __init__(
+        self, service: ResumableUploads, upload: UploadRecord, token: str, *, verify: bool
+    ) -> None:
+        self.service = service
+        self.storage = service.storage
+        self.upload = upload
+        self.token = token
+        self.verify = verify
+        self.sealer = crypto.SegmentSealer(service.files.key(upload.file), upload.header)
+        self.segments = upload.segments
+        self.offset = upload.offset
+        self.stored_size = upload.stored_size
+        self.whole_body = False
+        self.renewed = time.monotonic()
+
+    def _need(self) -> int:
+        """Plaintext bytes of the next segment: a full one, or what is left of the file."""
+        left = self.upload.length - self.offset
+        return min(crypto.plaintext_segment_size(self.segments), left)
+
+    def feed(self, body: Iterable[bytes]) -> bytes:
+        """Store what ``body`` completes; the SHA-256 of the whole body (b"" if not verifying)."""
+        digest = hashlib.sha256() if self.verify else None
+        segment = bytearray()
+        received = self.offset
+        for block in body:
+            if digest is not None:
+                digest.update(block)
+            received += len(block)
+            if received > self.upload.length:
+                raise InvalidUpload(ResumableUploads._past_end(self.upload))
+            view = memoryview(block)
+            while view:
+                take = self._need() - len(segment)
+                segment += view[:take]
+                view = view[take:]
+                if len(segment) == self._need():
+                    self._store(segment)
+                    segment = bytearray()
+        self.whole_body = True
+        return digest.digest() if digest is not None else b""
+
+    def _store(self, plaintext: bytearray) -> None:
+        last = self.offset + len(plaintext) == self.upload.length
+        sealed = self.sealer.seal(self.segments, plaintext, last=last)
+        self.storage.chunks.put(self.upload.file.id, self.segments, sealed)
+        self.segments += 1
+        self.offset += len(plaintext)
+        self.stored_size += len(sealed)
+        if not self.verify:
+            self._record()
+        if time.monotonic() - self.renewed >= LOCK_RENEW_SECONDS:
+            now = self.service.clock()
+            if not self.storage.uploads.renew(self.upload.file.id, self.token, now):
+                raise UploadBusy("This request lost the upload to another one; it stops here.")
+            self.renewed = time.monotonic()
+
+    def _record(self) -> None:
+        if not self.storage.uploads.advance(
+            self.upload.file.id, self.segments, self.offset, self.stored_size
+        ):
+            # Terminated or swept meanwhile: the chunk just stored must not stay behind.
+            self.service.files.discard(self.upload.file.id)
+            raise NoSuchUpload("No such upload.")
+
+    def record(self) -> UploadRecord:
+        """The upload with this request's progress, recorded (now, if it was held back)."""
+        if self.verify and self.segments != self.upload.segments:
+            self._record()
+        return dataclasses.replace(
+            self.upload,
+            segments=self.segments,
+            offset=self.offset,
+            stored_size=self.stored_size,
+        )
+
+
+__all__ = [
+    "ChecksumMismatch",
+    "InvalidUpload",
+    "NoSuchUpload",
+    "OffsetMismatch",
+    "ResumableUploads",
+    "UploadBusy",
+    "UploadConflict",
+    "UploadStatus",
+    "UploadTooLarge",
+]
