@@ -41,8 +41,8 @@ SLACK = 64 << 10  # request lines and headers of the requests around the PATCH
 
 class Relay:
     """A TCP relay in front of the server: counts the bytes sent up, may pace them
-    (``rate`` bytes/s), and cuts (RST both ways) the next connection that sends more than
-    ``cut_after`` bytes, once, or every one of them when ``cut_every`` is set."""
+    (``rate`` bytes/s), and cuts the next connection that sends more than ``cut_after`` bytes,
+    once, or every one of them when ``cut_every`` is set."""
 
     def __init__(self, port: int) -> None:
         self.target = ("127.0.0.1", port)
@@ -101,10 +101,13 @@ class Relay:
         except OSError:
             pass
         finally:
+            # The client is gone or cut off (an RST: its next read fails); the server reads what
+            # reached it, then the end of the stream, as when a client's network drops a
+            # connection it had closed. (An RST would make the server's kernel discard what the
+            # server had not read yet: a cut that loses bytes the client did send.)
             reset(down)
-            reset(up)
-            with self.lock:
-                self.open -= 1
+            with contextlib.suppress(OSError):
+                up.shutdown(socket.SHUT_WR)
 
     def _count(self, n: int, total: int) -> None:
         with self.lock:
@@ -112,17 +115,23 @@ class Relay:
             self.busiest = max(self.busiest, total)
 
     def _pump_down(self, up: socket.socket, down: socket.socket) -> None:
-        with contextlib.suppress(OSError):
+        try:
             while data := up.recv(64 << 10):
                 down.sendall(data)
-        with contextlib.suppress(OSError):
-            down.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                down.shutdown(socket.SHUT_WR)
+            up.close()
+            with self.lock:  # the server has closed: it is done with the connection
+                self.open -= 1
 
 
 def reset(sock: socket.socket) -> None:
-    """Close with an RST (linger 0), as a dropped network or a killed peer looks. The shutdown
-    first wakes the other pump, blocked in recv() on it: until that call returns, the kernel
-    would keep the socket open whatever close() does here."""
+    """Close with an RST (linger 0), as a cut looks to the client. The shutdown first wakes
+    the other pump if it is blocked in recv() on this socket: until that call returns, the
+    kernel would keep the socket open whatever close() does here."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
