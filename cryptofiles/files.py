@@ -185,7 +185,11 @@ class FileService:
     ) -> None:
         """Make a stored upload servable, then check its owner (see ``_check_owner``) and count it
         in their quota."""
-        counts = self.storage.files.complete(record.id, size, stored_size, header)
+        try:
+            counts = self.storage.files.complete(record.id, size, stored_size, header)
+        except UploadLost:
+            self._check_owner(record.owner)  # removed with its account: say so (OwnerGone)
+            raise
         self._check_owner(record.owner)
         if counts:
             # After the owner check, so an upload undone by it never counted. Parallel uploads
@@ -221,8 +225,10 @@ class FileService:
             yield block
 
     def discard(self, file_id: str) -> None:
-        """Remove an upload that never completed, with everything stored for it."""
-        self.storage.files.discard(file_id)
+        """Remove a resumable upload with everything stored for it (a complete one counts out of
+        its owner's quota). Its key goes first, as for a deletion: a request still appending to it
+        then fails to record its progress, and removes what it stored after this."""
+        self._delete(file_id)
 
     def _discard_quietly(self, file_id: str) -> None:
         try:

@@ -31,12 +31,17 @@ from datetime import datetime, timedelta
 from cryptofiles import crypto
 from cryptofiles.audit import security_event
 from cryptofiles.files import FileError, FileService, NoSuchFile, UploadTooLarge
-from cryptofiles.storage import ChunkConflict, Storage, UploadRecord, UsageHead
+from cryptofiles.storage import ChunkConflict, Storage, UploadLost, UploadRecord, UsageHead
 
 log = logging.getLogger(__name__)
 
 # How often a request appending to an upload renews its lock, at most.
 LOCK_RENEW_SECONDS = 5
+# How often it records its progress while bytes come (and always when its body ends or breaks).
+# A worker killed meanwhile leaves at most this much stored but unrecorded: the client sends it
+# again, and it is matched against what is stored (Chunks.put). Recording every segment would
+# cost a round trip per MiB.
+RECORD_SECONDS = 1
 # Expired uploads answer 404 at once; their chunks are removed at start-up, by `admin sweep`, and
 # by the first upload created after this long (so a server that runs for weeks reclaims them).
 SWEEP_EVERY_SECONDS = 3600
@@ -48,6 +53,10 @@ class NoSuchUpload(NoSuchFile):
 
 class InvalidUpload(FileError):
     """The request breaks a rule of resumable uploads (a 400)."""
+
+
+class NoProgress(InvalidUpload):
+    """A whole body that reached neither a segment's end nor the upload's: nothing stored."""
 
 
 class OffsetMismatch(FileError):
@@ -150,13 +159,30 @@ class ResumableUploads:
         *,
         declared_size: int | None = None,
         checksum: bytes | None = None,
+        creating: bool = False,
     ) -> UploadStatus:
         """Store the segments that ``body`` (the upload's bytes from ``offset``) completes.
 
         With ``checksum`` (a SHA-256 digest of the body), nothing is recorded unless the body
         matches it. Returns the upload as it now is: its offset is the end of the last segment
-        stored, or its length once complete.
+        stored, or its length once complete. ``creating``: the body came with the creation
+        (creation-with-upload), whose answer tells the client where the upload is: so a body
+        that stores nothing is no error, and a failure removes the upload, which the client
+        could not resume without its location.
         """
+        if creating:
+            try:
+                return self.append(
+                    upload_id, owner, offset, body, declared_size=declared_size, checksum=checksum
+                )
+            except InvalidUpload as exc:
+                if not isinstance(exc, NoProgress):
+                    self.files.discard(upload_id)
+                    raise
+                return self.status(upload_id, owner)
+            except BaseException:
+                self.files.discard(upload_id)
+                raise
         upload = self._get(upload_id, owner)
         if upload.offset != offset:
             raise OffsetMismatch(
@@ -199,7 +225,7 @@ class ResumableUploads:
                 self._finish(upload, usage)
                 upload = dataclasses.replace(upload, expires_at=None, complete=True)
             elif appender.whole_body and upload.offset == offset:
-                raise InvalidUpload(
+                raise NoProgress(
                     "The body ended before the next segment boundary, so nothing could be "
                     "stored: send at least "
                     f"{min(crypto.plaintext_segment_size(upload.segments), upload.length - offset)}"
@@ -221,17 +247,17 @@ class ResumableUploads:
             self.files.complete(
                 upload.file, upload.length, upload.stored_size, upload.header, usage
             )
+        except UploadLost:  # terminated, or swept, as its last bytes arrived
+            self.files.discard(upload.file.id)
+            raise NoSuchUpload("No such upload.") from None
         except BaseException:
             self.files.discard(upload.file.id)
             raise
 
     def terminate(self, upload_id: str, owner: str) -> None:
         """Remove an unfinished upload with all it stored; a complete one is a file: deleted."""
-        upload = self._get(upload_id, owner)
-        if upload.complete:
-            self.files.delete(upload.file)
-        else:
-            self.files.discard(upload_id)
+        self._get(upload_id, owner)
+        self.files.discard(upload_id)
 
     def sweep(self) -> int:
         """Remove the unfinished uploads past their expiry, with their chunks."""
@@ -269,7 +295,8 @@ class _Appender:
         self.offset = upload.offset
         self.stored_size = upload.stored_size
         self.whole_body = False
-        self.renewed = time.monotonic()
+        self.renewed = self.recorded = time.monotonic()
+        self.recorded_segments = upload.segments
 
     def _need(self) -> int:
         """Plaintext bytes of the next segment: a full one, or what is left of the file."""
@@ -277,25 +304,33 @@ class _Appender:
         return min(crypto.plaintext_segment_size(self.segments), left)
 
     def feed(self, body: Iterable[bytes]) -> bytes:
-        """Store what ``body`` completes; the SHA-256 of the whole body (b"" if not verifying)."""
+        """Store what ``body`` completes; the SHA-256 of the whole body (b"" if not verifying).
+
+        Without a checksum, what was stored is recorded even when the body breaks off (a client
+        gone, a stall): the client resumes from there.
+        """
         digest = hashlib.sha256() if self.verify else None
         segment = bytearray()
         received = self.offset
-        for block in body:
-            if digest is not None:
-                digest.update(block)
-            received += len(block)
-            if received > self.upload.length:
-                raise InvalidUpload(ResumableUploads._past_end(self.upload))
-            view = memoryview(block)
-            while view:
-                take = self._need() - len(segment)
-                segment += view[:take]
-                view = view[take:]
-                if len(segment) == self._need():
-                    self._store(segment)
-                    segment = bytearray()
-        self.whole_body = True
+        try:
+            for block in body:
+                if digest is not None:
+                    digest.update(block)
+                received += len(block)
+                if received > self.upload.length:
+                    raise InvalidUpload(ResumableUploads._past_end(self.upload))
+                view = memoryview(block)
+                while view:
+                    take = self._need() - len(segment)
+                    segment += view[:take]
+                    view = view[take:]
+                    if len(segment) == self._need():
+                        self._store(segment)
+                        segment = bytearray()
+            self.whole_body = True
+        finally:
+            if not self.verify and self.recorded_segments != self.segments:
+                self._record()
         return digest.digest() if digest is not None else b""
 
     def _store(self, plaintext: bytearray) -> None:
@@ -305,7 +340,7 @@ class _Appender:
         self.segments += 1
         self.offset += len(plaintext)
         self.stored_size += len(sealed)
-        if not self.verify:
+        if not self.verify and time.monotonic() - self.recorded >= RECORD_SECONDS:
             self._record()
         if time.monotonic() - self.renewed >= LOCK_RENEW_SECONDS:
             now = self.service.clock()
@@ -317,13 +352,15 @@ class _Appender:
         if not self.storage.uploads.advance(
             self.upload.file.id, self.segments, self.offset, self.stored_size
         ):
-            # Terminated or swept meanwhile: the chunk just stored must not stay behind.
+            # Terminated or swept meanwhile: the chunks just stored must not stay behind.
             self.service.files.discard(self.upload.file.id)
             raise NoSuchUpload("No such upload.")
+        self.recorded = time.monotonic()
+        self.recorded_segments = self.segments
 
     def record(self) -> UploadRecord:
         """The upload with this request's progress, recorded (now, if it was held back)."""
-        if self.verify and self.segments != self.upload.segments:
+        if self.recorded_segments != self.segments:
             self._record()
         return dataclasses.replace(
             self.upload,
@@ -336,6 +373,7 @@ class _Appender:
 __all__ = [
     "ChecksumMismatch",
     "InvalidUpload",
+    "NoProgress",
     "NoSuchUpload",
     "OffsetMismatch",
     "ResumableUploads",

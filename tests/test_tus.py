@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -231,6 +232,36 @@ def test_creation_with_upload(client: FlaskClient, token: str) -> None:
     upload_id = response.headers["Location"].rsplit("/", 1)[1]
     assert patch(client, token, upload_id, FIRST, data[FIRST:]).status_code == 204
     assert plaintext(client, token, upload_id) == data
+
+
+def test_creation_with_a_body_that_stores_nothing_still_creates(
+    client: FlaskClient, token: str, db: Any
+) -> None:
+    data = os.urandom(FIRST + 10)
+    response = client.post(
+        "/uploads/",
+        data=data[:1000],
+        headers={**TUS, **BODY, **auth(token), "Upload-Length": str(len(data))},
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["Upload-Offset"] == "0"
+    upload_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert patch(client, token, upload_id, 0, data).status_code == 204
+    assert plaintext(client, token, upload_id) == data
+
+
+def test_a_creation_whose_body_fails_leaves_no_upload(
+    client: FlaskClient, token: str, db: Any
+) -> None:
+    """Without the answer the client cannot know the upload's location: nothing may linger."""
+    response = client.post(
+        "/uploads/",
+        data=os.urandom(11),
+        headers={**TUS, **BODY, **auth(token), "Upload-Length": "10"},
+    )
+    assert response.status_code == 400
+    assert db.files.count_documents({}) == 0
+    assert db["ciphertext.chunks"].count_documents({}) == 0
 
 
 def test_a_body_that_cannot_reach_a_segment_boundary_is_refused(
@@ -478,3 +509,74 @@ def test_deleting_the_account_removes_its_unfinished_uploads(
     assert response.status_code == 200, response.text
     assert db.files.count_documents({"_id": upload_id}) == 0
     assert db["ciphertext.chunks"].count_documents({"files_id": upload_id}) == 0
+
+
+class CallingBody(io.BytesIO):
+    """A request body that calls ``then`` once ``at`` bytes of it were read (an event mid-PATCH)."""
+
+    def __init__(self, data: bytes, at: int, then: Any) -> None:
+        super().__init__(data)
+        self.at, self.then = at, then
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self._check()
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        count = super().readinto(buffer)
+        self._check()
+        return count
+
+    def _check(self) -> None:
+        if self.then is not None and self.tell() >= self.at:
+            self.then, then = None, self.then
+            then()
+
+
+@pytest.mark.parametrize("at", [FIRST // 2, FIRST + LATER + 10])
+def test_an_upload_terminated_while_a_patch_runs_leaves_nothing(
+    client: FlaskClient, token: str, app: Flask, db: Any, at: int
+) -> None:
+    """Another request removes the upload (DELETE, or the sweep) while bytes still arrive, early
+    or as the last ones come: the PATCH answers 404 and no chunk stays behind."""
+    data = os.urandom(FIRST + LATER + 20)
+    upload_id = create(client, token, len(data))
+    body = CallingBody(data, at, lambda: services_of(app).files.discard(upload_id))
+    response = client.patch(
+        f"/uploads/{upload_id}",
+        input_stream=body,
+        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
+                 "Content-Length": str(len(data))},
+    )  # fmt: skip
+    assert response.status_code == 404, response.text
+    assert db.files.count_documents({}) == 0
+    assert db["ciphertext.chunks"].count_documents({}) == 0
+    assert db["ciphertext.files"].count_documents({}) == 0
+
+
+def test_a_patch_that_stores_after_a_terminations_first_steps_leaves_nothing(
+    client: FlaskClient, token: str, app: Flask, db: Any
+) -> None:
+    """The interleaving that once left a chunk behind: a DELETE has shredded the record and
+    removed the chunks but not yet the record when the PATCH stores one more segment. The PATCH
+    cannot record it (the record is no longer resumable) and removes it itself."""
+    storage = services_of(app).storage
+    data = os.urandom(FIRST + LATER + 20)
+    upload_id = create(client, token, len(data))
+
+    def first_steps_of_a_termination() -> None:
+        storage.files.shred(upload_id, datetime.now(UTC))
+        storage.chunks.remove(upload_id)
+
+    body = CallingBody(data, FIRST // 2, first_steps_of_a_termination)
+    response = client.patch(
+        f"/uploads/{upload_id}",
+        input_stream=body,
+        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
+                 "Content-Length": str(len(data))},
+    )  # fmt: skip
+    assert response.status_code == 404, response.text
+    storage.files.discard(upload_id)  # the termination's last step
+    assert db["ciphertext.chunks"].count_documents({}) == 0
+    assert db.files.count_documents({}) == 0

@@ -86,6 +86,7 @@ def create() -> Response:
             current_metrics().counted_in(request_body()),
             declared_size=request.content_length,
             checksum=tus_checksum(),
+            creating=True,
         )
     response = _status_response(status, 201, metadata=False)
     response.headers["Location"] = url_for("uploads.head", upload_id=status.id, _external=True)
