@@ -56,6 +56,7 @@ class Relay:
         self.cuts = 0
         self.busiest = 0  # the most bytes one connection has sent up so far
         self.open = 0  # connections not yet closed
+        self.outage: float | None = None  # with the next cut, refuse connections this long
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -68,6 +69,20 @@ class Relay:
 
     def close(self) -> None:
         self.listener.close()
+
+    def _go_down(self, seconds: float) -> None:
+        """Refuse connections for ``seconds`` (as a restarting server does), then relay again on
+        the same port."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() in the other thread
+        self.listener.close()
+
+        def back() -> None:
+            time.sleep(seconds)
+            self.listener = socket.create_server(("127.0.0.1", self.port))
+            self._accept()
+
+        threading.Thread(target=back, daemon=True).start()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
@@ -92,6 +107,9 @@ class Relay:
                         self.cuts += 1
                         if not self.cut_every:
                             self.cut_after = None
+                        outage, self.outage = self.outage, None
+                    if outage:
+                        self._go_down(outage)
                     return
                 up.sendall(data)
                 sent += len(data)
@@ -224,6 +242,19 @@ def test_a_cut_patch_is_resumed_in_the_same_run(user: Cli, relay: Relay) -> None
     assert relay.sent_up < SIZE + 2 * SEGMENT + SLACK, relay.sent_up
     assert pending(user) == []  # the entry is gone once the upload is complete
     assert_stored(user, file_id, data)
+
+
+def test_a_server_away_for_a_moment_is_waited_for(user: Cli, relay: Relay) -> None:
+    """As during a restart: the PATCH is cut and connections are refused for a while; the CLI
+    retries until the server answers again, and goes on from the offset it stored."""
+    path, data = big_file(user)
+    relay.reset()
+    relay.cut_after, relay.outage = 3 * MiB + 100_000, 2.0
+    result = user.run("upload", "--resume", path.name)
+    assert "cannot reach the server" in result.stderr, result.stderr
+    assert relay.sent_up < SIZE + 2 * SEGMENT + SLACK, relay.sent_up
+    assert pending(user) == []
+    assert_stored(user, result.stdout.strip(), data)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
