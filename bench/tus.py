@@ -28,18 +28,20 @@ def tus_rows(bench: Bench) -> None:
             f"POST /uploads/ answered {probe['status']}: the server has no tus uploads (yet); "
             "this row fills in by itself once it does")))  # fmt: skip
         return
+
+    def tus() -> dict[str, Any]:
+        return tus_upload(port, bench.token, bench.data, size)
+
+    def post() -> dict[str, Any]:
+        return http_upload(port, "/upload", bench.token, bench.data, size)
+
     ours: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
     for rep in range(REPS):
         log(f"{NAME}: repetition {rep + 1}/{REPS}")
-        steps = [("tus", ours), ("post", theirs)]
-        for kind, results in steps if rep % 2 == 0 else steps[::-1]:
-            if kind == "tus":
-                results.append(bench.measured(lambda: tus_upload(port, bench.token, bench.data,
-                                                                 size)))  # fmt: skip
-            else:
-                results.append(bench.measured(lambda: http_upload(port, "/upload", bench.token,
-                                                                  bench.data, size)))  # fmt: skip
+        steps = [(tus, ours), (post, theirs)]
+        for step, results in steps if rep % 2 == 0 else steps[::-1]:
+            results.append(bench.measured(step))
     row = throughput_row(NAME, ours, theirs, Goal("ratio", ">=", 0.9), LABEL)
     row.note = f"{size // MiB} MiB in one PATCH after POST /uploads/ (both requests timed)"
     bench.add(row)

@@ -181,8 +181,9 @@ class Upload:
                 self.send_rest(file_id, None)  # from where the server says
                 return file_id
             except Gone:
-                say(f"the earlier upload of {self.label} is gone (expired or removed); "
-                    "starting again")  # fmt: skip
+                say(
+                    f"the earlier upload of {self.label} is gone (expired or removed); starting again"
+                )
         file_id, expires = self.create()
         store.put(Pending(**{**asdict(key), "url": self.url_of(file_id), "expires": expires}))
         try:
@@ -269,15 +270,18 @@ class Upload:
         headers = tus_headers(
             {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
         )
-        with self.api.streamed(
-            "PATCH", self.path_of(file_id), self.source, self.size - offset, headers, self,
-            GONE_STATUSES | RETRY_STATUSES,
-        ) as (response, _):  # fmt: skip
+        rest = self.size - offset
+        handled = GONE_STATUSES | RETRY_STATUSES
+        path = self.path_of(file_id)
+        sending = self.api.streamed("PATCH", path, self.source, rest, headers, self, handled)
+        with sending as (response, _):
             self.raise_for(response)
             new = number(response.getheader("Upload-Offset"))
         if new is None or not offset < new <= self.size:
-            raise CliError(f"the server's answer to the upload of {self.label} makes no progress "
-                           f"(offset {offset} -> {new})")  # fmt: skip
+            raise CliError(
+                f"the server's answer to the upload of {self.label} makes no progress "
+                f"(offset {offset} -> {new})"
+            )
         self.show(new)
         return new
 

@@ -280,8 +280,10 @@ class Api:
         label: str,
     ) -> dict[str, Any]:
         """POST ``size`` bytes of ``source`` as the raw body, in blocks; the JSON answer."""
-        with progress(size, label) as bar, self.streamed("POST", path, source, size, headers,
-                                                         bar) as (response, complete):  # fmt: skip
+        with (
+            progress(size, label) as bar,
+            self.streamed("POST", path, source, size, headers, bar) as (response, complete),
+        ):
             if not complete:  # a success for a body we did not finish sending would be a lie
                 raise CliError(
                     "the upload stopped before the whole file was sent", EXIT_INTERRUPTED
