@@ -4,8 +4,8 @@ beside the token store so that running the same command again continues where th
 ``POST /uploads/`` creates the upload (its id is the file's id); one ``PATCH`` then streams the
 rest of the file from its offset, in blocks. The server encrypts bytes as they arrive and keeps
 only whole segments, so after a cut (network, Ctrl-C, a restart) it reports the end of the last
-segment it stored, and ``HEAD`` says where to go on from. A cut ``PATCH`` is retried a few times
-here (``HEAD``, then ``PATCH`` the rest); past that the command fails and a re-run resumes.
+segment it stored, and ``HEAD`` says where to go on from. A cut ``PATCH`` is retried for about a
+minute here (``HEAD``, then ``PATCH`` the rest); past that the command fails and a re-run resumes.
 
 The state file holds, per upload in progress, the server, the file's absolute path, size and
 modification time (a changed file starts again) and the upload's URL; no token, no content.
@@ -44,9 +44,11 @@ from cryptofiles.cli.transport import Api, config_dir
 
 TUS_VERSION = "1.0.0"
 PREFIX = "/uploads/"
-# Seconds before each automatic retry of a cut transfer: about 15 s in all, enough for a server
-# restart; a retry that finds the upload further on starts the count again.
-RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Seconds before each automatic retry of a cut transfer, about a minute in all: a server restart
+# takes seconds, but a request whose client vanished without a word holds the upload (409) until
+# the server's idle limit ends it (IDLE_TIMEOUT_SECONDS, 30 s by default). A retry that finds the
+# upload further on starts the count again.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 # 409: the cut request may still hold the upload for a moment; 502-504: a proxy in front of a
 # server that is restarting.
 RETRY_STATUSES = frozenset({409, 502, 503, 504})
