@@ -88,7 +88,11 @@ class Relay:
         with contextlib.suppress(OSError):
             while True:
                 down, _ = self.listener.accept()
-                up = socket.create_connection(self.target)
+                try:
+                    up = socket.create_connection(self.target)
+                except OSError:  # the server is away (restarting): the client is cut off
+                    reset(down)
+                    continue
                 with self.lock:
                     self.open += 1
                 threading.Thread(target=self._pump_up, args=(down, up), daemon=True).start()
@@ -255,6 +259,36 @@ def test_a_server_away_for_a_moment_is_waited_for(user: Cli, relay: Relay) -> No
     assert relay.sent_up < SIZE + 2 * SEGMENT + SLACK, relay.sent_up
     assert pending(user) == []
     assert_stored(user, result.stdout.strip(), data)
+
+
+def test_a_server_restart_mid_upload_is_waited_for(user: Cli, relay: Relay, box: ServerBox) -> None:
+    """The server stops while a PATCH runs (cut) and comes back on the same database a while
+    later: the running command retries until it answers and finishes from the stored offset."""
+    path, data = big_file(user)
+    relay.rate = 2 * MiB
+    process = subprocess.Popen(
+        user.command("upload", "--resume", path.name), cwd=user.cwd, env=user.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while relay.busiest < 3 * MiB:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, relay.busiest
+            time.sleep(0.05)
+        relay.rate, relay.cut_after = None, 0
+        box.restart()  # a new port: the relay follows it, as a proxy in front would
+        relay.target = ("127.0.0.1", box.server.port)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "retrying" in stderr, stderr
+    assert relay.sent_up < SIZE + 2 * SEGMENT + SLACK, relay.sent_up
+    assert pending(user) == []
+    assert_stored(user, stdout.strip(), data)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
