@@ -31,7 +31,8 @@ database: $(STAMP)
 	@$(PY) -m cryptofiles.dev.database ensure
 
 # What the web page's tests drive: Debian's Chromium (installed with apt-get when root and missing;
-# otherwise the set-up says how) and Node. The service itself needs neither.
+# otherwise the set-up says how) and Node; and `npm ci` of the pinned tus-js-client in tests/js/tus
+# for the tus interop tests (only when node_modules is missing or stale). The service needs none.
 browser: $(STAMP)
 	@$(PY) -m cryptofiles.dev.browser ensure
 

@@ -78,13 +78,7 @@ def build_services(
     history = History(storage, clock, timedelta(days=settings.events_retention_days))
     sharing = Sharing(storage, files, history)
     links = LinkService(storage, files, history, clock)
-    uploads = ResumableUploads(
-        storage,
-        files,
-        expiry=timedelta(hours=settings.upload_expiry_hours),
-        # A live request renews its lock as data comes, and waits at most the idle limit for it.
-        lock_stale=timedelta(seconds=2 * settings.idle_timeout_seconds + 10),
-    )
+    uploads = ResumableUploads(storage, files, expiry=timedelta(hours=settings.upload_expiry_hours))
     return Services(
         settings, storage, accounts, files, KeyCustody(storage), history, sharing, links, uploads
     )

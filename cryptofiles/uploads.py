@@ -35,8 +35,14 @@ from cryptofiles.storage import ChunkConflict, Storage, UploadLost, UploadRecord
 
 log = logging.getLogger(__name__)
 
-# How often a request appending to an upload renews its lock, at most.
-LOCK_RENEW_SECONDS = 5
+# A request appending to an upload renews its lock this often while bytes arrive; a lock not
+# renewed for LOCK_STALE_SECONDS belongs to a request whose client went silent (a network drop
+# the server has not noticed: its read waits for the idle limit) or that died, and the next
+# request takes it over. Short, so that tus clients' usual retries (tus-js-client: 0, 1, 3, 5 s)
+# get through after a silent drop. Taking over a live but slow request is safe: the two seal the
+# same segments, a chunk is stored once (Chunks.put), and the old one stops at its next renewal.
+LOCK_RENEW_SECONDS = 2
+LOCK_STALE_SECONDS = 8
 # How often it records its progress while bytes come (and always when its body ends or breaks).
 # A worker killed meanwhile leaves at most this much stored but unrecorded: the client sends it
 # again, and it is matched against what is stored (Chunks.put). Recording every segment would
@@ -111,14 +117,12 @@ class ResumableUploads:
         files: FileService,
         *,
         expiry: timedelta,
-        lock_stale: timedelta,
+        lock_stale: timedelta = timedelta(seconds=LOCK_STALE_SECONDS),
     ) -> None:
         self.storage = storage
         self.files = files
         self.clock = files.clock
         self.expiry = expiry
-        # A lock not renewed for this long belongs to a request that died; a live one renews it
-        # at least every LOCK_RENEW_SECONDS while data comes, and waits at most the idle limit.
         self.lock_stale = lock_stale
         self._swept = time.monotonic()
 
@@ -158,13 +162,13 @@ class ResumableUploads:
         body: Iterable[bytes],
         *,
         declared_size: int | None = None,
-        checksum: bytes | None = None,
+        checksum: tuple[str, bytes] | None = None,
         creating: bool = False,
     ) -> UploadStatus:
         """Store the segments that ``body`` (the upload's bytes from ``offset``) completes.
 
-        With ``checksum`` (a SHA-256 digest of the body), nothing is recorded unless the body
-        matches it. Returns the upload as it now is: its offset is the end of the last segment
+        With ``checksum`` (an algorithm of hashlib's and the body's digest), nothing is recorded
+        unless the body matches it. Returns the upload as it now is: its offset is the end of the last segment
         stored, or its length once complete. ``creating``: the body came with the creation
         (creation-with-upload), whose answer tells the client where the upload is: so a body
         that stores nothing is no error, and a failure removes the upload, which the client
@@ -212,9 +216,9 @@ class ResumableUploads:
                     "resume from the offset HEAD gives.",
                     upload.offset,
                 )
-            appender = _Appender(self, upload, token, verify=checksum is not None)
+            appender = _Appender(self, upload, token, checksum[0] if checksum else None)
             digest = appender.feed(body)
-            if checksum is not None and not hmac.compare_digest(digest, checksum):
+            if checksum is not None and not hmac.compare_digest(digest, checksum[1]):
                 self.files.discard(upload_id)
                 raise ChecksumMismatch(
                     "The body does not match Upload-Checksum. The upload was ended, since the "
@@ -283,13 +287,14 @@ class _Appender:
     the progress is recorded at the end, once the body matched it)."""
 
     def __init__(
-        self, service: ResumableUploads, upload: UploadRecord, token: str, *, verify: bool
+        self, service: ResumableUploads, upload: UploadRecord, token: str, algorithm: str | None
     ) -> None:
         self.service = service
         self.storage = service.storage
         self.upload = upload
         self.token = token
-        self.verify = verify
+        self.algorithm = algorithm
+        self.verify = algorithm is not None
         self.sealer = crypto.SegmentSealer(service.files.key(upload.file), upload.header)
         self.segments = upload.segments
         self.offset = upload.offset
@@ -304,16 +309,17 @@ class _Appender:
         return min(crypto.plaintext_segment_size(self.segments), left)
 
     def feed(self, body: Iterable[bytes]) -> bytes:
-        """Store what ``body`` completes; the SHA-256 of the whole body (b"" if not verifying).
+        """Store what ``body`` completes; the whole body's digest (b"" if not verifying).
 
         Without a checksum, what was stored is recorded even when the body breaks off (a client
         gone, a stall): the client resumes from there.
         """
-        digest = hashlib.sha256() if self.verify else None
+        digest = hashlib.new(self.algorithm) if self.algorithm else None
         segment = bytearray()
         received = self.offset
         try:
             for block in body:
+                self._renew()
                 if digest is not None:
                     digest.update(block)
                 received += len(block)
@@ -342,13 +348,26 @@ class _Appender:
         self.stored_size += len(sealed)
         if not self.verify and time.monotonic() - self.recorded >= RECORD_SECONDS:
             self._record()
-        if time.monotonic() - self.renewed >= LOCK_RENEW_SECONDS:
-            now = self.service.clock()
-            if not self.storage.uploads.renew(self.upload.file.id, self.token, now):
-                raise UploadBusy("This request lost the upload to another one; it stops here.")
+
+    def _renew(self, *, now: bool = False) -> None:
+        """Keep the lock (every LOCK_RENEW_SECONDS, or ``now``); stop if it was taken over."""
+        if now or time.monotonic() - self.renewed >= LOCK_RENEW_SECONDS:
+            upload_id = self.upload.file.id
+            if not self.storage.uploads.renew(upload_id, self.token, self.service.clock()):
+                if self.storage.uploads.get(upload_id) is None:
+                    # Removed with its lock (DELETE, expiry, account deletion): what this request
+                    # stored since must not stay behind.
+                    self.service.files.discard(upload_id)
+                    raise NoSuchUpload("No such upload.")
+                raise UploadBusy(
+                    "Another request took this upload over; resume from the offset HEAD gives."
+                )
             self.renewed = time.monotonic()
 
     def _record(self) -> None:
+        # Only while holding the lock: a request taken over must neither move the offset back
+        # under its successor's feet nor remove an upload its successor completed.
+        self._renew(now=True)
         if not self.storage.uploads.advance(
             self.upload.file.id, self.segments, self.offset, self.stored_size
         ):
@@ -359,9 +378,11 @@ class _Appender:
         self.recorded_segments = self.segments
 
     def record(self) -> UploadRecord:
-        """The upload with this request's progress, recorded (now, if it was held back)."""
+        """The upload with this request's progress, recorded now (and the lock still ours)."""
         if self.recorded_segments != self.segments:
             self._record()
+        else:
+            self._renew(now=True)
         return dataclasses.replace(
             self.upload,
             segments=self.segments,

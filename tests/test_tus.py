@@ -73,7 +73,7 @@ def test_discovery_needs_no_token_and_names_the_extensions(client: FlaskClient, 
         "creation", "creation-with-upload", "termination", "expiration", "checksum"
     }  # fmt: skip
     assert response.headers["Tus-Max-Size"] == str(services_of(app).settings.max_upload_bytes)
-    assert response.headers["Tus-Checksum-Algorithm"] == "sha256"
+    assert response.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
 
 
 def test_requests_without_the_protocol_version_are_refused(
@@ -144,6 +144,7 @@ def test_creation_answers_location_expiry_and_head_echoes_the_metadata(
     [
         ({"Upload-Length": "0"}, 400),  # empty files are not stored, as with POST /upload
         ({"Upload-Defer-Length": "1"}, 400),
+        ({"Upload-Length": "10", "Upload-Concat": "partial"}, 400),  # not offered: no parts
         ({}, 400),
         ({"Upload-Length": "-1"}, 400),
         ({"Upload-Length": "1e3"}, 400),
@@ -295,6 +296,7 @@ def test_a_wrong_offset_is_a_conflict_and_changes_nothing(
         ({"Upload-Offset": "x"}, 400),
         ({"Upload-Checksum": "md5 " + base64.b64encode(b"0" * 16).decode()}, 400),
         ({"Upload-Checksum": "sha256 not-base64"}, 400),
+        ({"Upload-Checksum": "sha1 " + base64.b64encode(b"0" * 32).decode()}, 400),
         ({"Tus-Resumable": "2.0.0"}, 412),
     ],
 )
@@ -320,11 +322,14 @@ def test_a_body_past_the_length_is_refused(client: FlaskClient, token: str, db: 
     assert db["ciphertext.chunks"].count_documents({}) == 0
 
 
-def test_a_matching_checksum_is_accepted(client: FlaskClient, token: str) -> None:
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "SHA256"])
+def test_a_matching_checksum_is_accepted(client: FlaskClient, token: str, algorithm: str) -> None:
+    """sha1 too: tus 1.0 makes it the one algorithm every server with checksums must take."""
     data = os.urandom(FIRST + 7)
     upload_id = create(client, token, len(data))
-    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-    response = patch(client, token, upload_id, 0, data, **{"Upload-Checksum": f"sha256 {digest}"})
+    digest = base64.b64encode(hashlib.new(algorithm.lower(), data).digest()).decode()
+    checksum = {"Upload-Checksum": f"{algorithm} {digest}"}
+    response = patch(client, token, upload_id, 0, data, **checksum)
     assert response.status_code == 204, response.text
     assert plaintext(client, token, upload_id) == data
 
@@ -580,3 +585,47 @@ def test_a_patch_that_stores_after_a_terminations_first_steps_leaves_nothing(
     storage.files.discard(upload_id)  # the termination's last step
     assert db["ciphertext.chunks"].count_documents({}) == 0
     assert db.files.count_documents({}) == 0
+
+
+def test_a_request_taken_over_neither_records_nor_completes(
+    client: FlaskClient, token: str, app: Flask, db: Any
+) -> None:
+    """A request whose lock was taken over (its client went silent, the next one came) stops at
+    its next renewal: it never moves the offset under its successor nor completes the upload."""
+    storage = services_of(app).storage
+    data = os.urandom(FIRST + LATER + 20)
+    upload_id = create(client, token, len(data))
+
+    def taken_over() -> None:
+        lock = storage.uploads.locks.find_one({"_id": upload_id})
+        assert lock is not None  # this PATCH holds it
+        storage.uploads.unlock(upload_id, lock["token"])
+        assert storage.uploads.lock(upload_id, "successor", datetime.now(UTC), datetime.now(UTC))
+
+    body = CallingBody(data, FIRST + 10, taken_over)
+    response = client.patch(
+        f"/uploads/{upload_id}",
+        input_stream=body,
+        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
+                 "Content-Length": str(len(data))},
+    )  # fmt: skip
+    assert response.status_code == 409, response.text
+    assert "took this upload over" in response.text
+    assert head(client, token, upload_id).headers["Upload-Offset"] == "0"
+    assert db["ciphertext.files"].count_documents({}) == 0  # not completed
+    # The successor's lock is untouched; once it ends, the upload goes on from its offset.
+    assert storage.uploads.locks.find_one({"_id": upload_id})["token"] == "successor"
+    storage.uploads.unlock(upload_id, "successor")
+    assert patch(client, token, upload_id, 0, data).status_code == 204
+    assert plaintext(client, token, upload_id) == data
+
+
+def test_a_silent_requests_lock_lapses_after_a_few_seconds(app: Flask, token: str) -> None:
+    """A network drop the server has not noticed must not hold an upload for the idle limit."""
+    uploads = services_of(app).uploads
+    assert uploads.lock_stale <= timedelta(seconds=10)
+    storage = services_of(app).storage
+    now = datetime.now(UTC)
+    assert storage.uploads.lock("some-upload", "silent", now - uploads.lock_stale, now)
+    assert not storage.uploads.lock("some-upload", "next", now, now - uploads.lock_stale * 2)
+    assert storage.uploads.lock("some-upload", "next", now, now - uploads.lock_stale)

@@ -38,6 +38,8 @@ CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,63}/[A-Za-z0-9!#$&^_.+-]{1
 TUS_INTEGER_RE = re.compile(r"[0-9]{1,16}")
 TUS_METADATA_KEY_RE = re.compile(r"[!-+\--~]{1,64}")  # printable ASCII, no space or comma
 MAX_TUS_METADATA = 4096
+# tus's checksum extension: sha1 is the one every server must take; the digests' sizes.
+TUS_CHECKSUMS = {"sha1": 20, "sha256": 32}
 CUT_OFF = "The upload was cut off before the end of the body."
 PLAIN_FILENAME_RE = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
 # C0 controls and DEL (header splitting, terminal escapes), and the Unicode bidirectional controls:
@@ -256,7 +258,14 @@ def _content_type(value: str, field: str) -> str | None:
 
 
 def tus_length() -> int:
-    """``Upload-Length`` of a new upload; a deferred length is refused."""
+    """``Upload-Length`` of a new upload; a deferred length and concatenation are refused."""
+    if "Upload-Concat" in request.headers:
+        # Not offered in Tus-Extension; a client that sends it anyway (tus-js-client's
+        # parallelUploads) would otherwise store its parts as separate files.
+        raise ApiError(
+            400,
+            "Upload-Concat is not supported: upload the file as one upload (no parallel parts).",
+        )
     if "Upload-Defer-Length" in request.headers:
         raise ApiError(
             400, "Upload-Defer-Length is not supported: send Upload-Length (the file's size)."
@@ -303,21 +312,26 @@ def tus_metadata() -> tuple[str | None, str | None]:
     )
 
 
-def tus_checksum() -> bytes | None:
-    """The SHA-256 digest of ``Upload-Checksum: sha256 <base64>``, if the client sent one."""
+def tus_checksum() -> tuple[str, bytes] | None:
+    """``(algorithm, digest)`` of ``Upload-Checksum: <sha1|sha256> <base64>``, if sent."""
     raw = request.headers.get("Upload-Checksum")
     if raw is None:
         return None
     algorithm, _, value = raw.strip().partition(" ")
-    if algorithm.lower() != "sha256":
-        raise ApiError(400, "Upload-Checksum: only sha256 is supported (Tus-Checksum-Algorithm).")
+    algorithm = algorithm.lower()
+    if algorithm not in TUS_CHECKSUMS:
+        raise ApiError(
+            400, "Upload-Checksum: the algorithm must be sha1 or sha256 (Tus-Checksum-Algorithm)."
+        )
     try:
         digest = base64.b64decode(value.strip(), validate=True)
     except ValueError:
         digest = b""
-    if len(digest) != 32:
-        raise ApiError(400, "Upload-Checksum must be 'sha256 <base64 of the 32-byte digest>'.")
-    return digest
+    if len(digest) != TUS_CHECKSUMS[algorithm]:
+        raise ApiError(
+            400, f"Upload-Checksum must be '{algorithm} <base64 of the body's {algorithm} digest>'."
+        )
+    return algorithm, digest
 
 
 def tus_body_type() -> None:

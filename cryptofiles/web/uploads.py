@@ -59,7 +59,7 @@ def discovery(upload_id: str | None = None) -> Response:
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": EXTENSIONS,
             "Tus-Max-Size": str(current_services().settings.max_upload_bytes),
-            "Tus-Checksum-Algorithm": "sha256",
+            "Tus-Checksum-Algorithm": "sha1,sha256",
         }
     )
     return response

@@ -9,6 +9,7 @@
 - ``processes.py``: bounded waits and what /proc says about processes and connections
 - ``loopback.py``: a small HTTP client over loopback that never hangs, and slow uploads
 - ``load.py``: client threads under load, and checking every acknowledged upload afterwards
+- ``cutting_proxy.py``: a TCP proxy that logs requests and kills PATCH uploads mid-body (tus)
 
 The Tink oracle is ``cryptofiles.dev.tink_oracle`` (the bench uses it too).
 """
