@@ -44,10 +44,11 @@ from cryptofiles.cli.transport import Api, config_dir
 
 TUS_VERSION = "1.0.0"
 PREFIX = "/uploads/"
-# Seconds before each automatic retry of a cut transfer, about a minute in all: a server restart
-# takes seconds, but a request whose client vanished without a word holds the upload (409) until
-# the server's idle limit ends it (IDLE_TIMEOUT_SECONDS, 30 s by default). A retry that finds the
-# upload further on starts the count again.
+# Seconds before each automatic retry of a cut transfer, about a minute in all: time for a server
+# to restart, and for a request whose client vanished without a word to let go of the upload (it
+# answers 409 until then: the server takes such a request's lock over after some seconds without
+# bytes, or its idle limit ends the request). A retry that finds the upload further on starts the
+# count again.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 # 409: the cut request may still hold the upload for a moment; 502-504: a proxy in front of a
 # server that is restarting.
