@@ -67,7 +67,7 @@ def encrypt_row(bench: Bench) -> None:
 def sink_rows(bench: Bench) -> None:
     want = [n for n in ("http_sink_512MiB", "http_encrypt_sink_512MiB", "http_source_512MiB")
             if bench.wanted(n)]  # fmt: skip
-    want_controls = bench.wanted("rss_upload_1GiB", "rss_download_1GiB")
+    want_controls = bench.wanted("rss_upload_1GiB", "rss_download_1GiB", "rss_tus_upload_1GiB")
     if not (want or want_controls):
         return
     log("starting the sink app (bench/sink_app.py) under the launcher's gunicorn options")

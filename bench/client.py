@@ -99,3 +99,38 @@ def http_download(port: int, path_: str, token: str | None) -> dict[str, Any]:
     if expected is not None and int(expected) != total:
         raise RuntimeError(f"GET {path_}: {total} bytes of {expected}")
     return {"status": 200, "bytes": total, "seconds": seconds}
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def tus_upload(port: int, token: str, data: Path, size: int) -> dict[str, Any]:
+    """A tus upload of ``size`` bytes of ``data``: ``POST /uploads/`` with the length, then one
+    ``PATCH`` streaming the whole body from the file (tus-js-client's default, one request). Both
+    requests on one keep-alive connection, both timed. A server without tus: ``status`` 404."""
+    conn = connection(port)
+    auth = {"x-access-tokens": token, **TUS}
+    created = {**auth, "Upload-Length": str(size), "Upload-Metadata": "filename YmVuY2guYmlu"}
+    patch = {**auth, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+             "Content-Length": str(size)}  # fmt: skip
+    with LimitedReader(data, size) as body:
+        try:
+            start = time.perf_counter()
+            conn.request("POST", "/uploads/", headers=created)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 201:
+                return {"status": response.status, "answer": answer[:300]}
+            location = response.getheader("Location") or ""
+            path = "/uploads/" + location.rstrip("/").rsplit("/", 1)[-1]
+            conn.request("PATCH", path, body=body, headers=patch)
+            response = conn.getresponse()
+            answer = response.read()
+            seconds = time.perf_counter() - start
+        finally:
+            conn.close()
+    offset = response.getheader("Upload-Offset")
+    if response.status != 204 or offset != str(size):
+        raise RuntimeError(f"PATCH {path} answered {response.status}, offset {offset}: "
+                           f"{answer[:300]!r}")  # fmt: skip
+    return {"status": 204, "bytes": size, "seconds": seconds, "answer": path.rsplit("/", 1)[1]}

@@ -38,6 +38,7 @@ from bench.scale import scale_rows
 from bench.session import Bench
 from bench.small import concurrency_rows, stored_upload_row
 from bench.transfer import transfer_rows
+from bench.tus import tus_rows
 
 RESULTS = BENCH / "results"
 
@@ -49,12 +50,13 @@ def run(bench: Bench) -> None:
     bench.meta["loadavg_start"] = os.getloadavg()
     bench.make_data()
     if bench.wanted("upload_", "download_", "plaintext_") or any(
-        bench.wanted_row(n) for n in ("small_upload_4KiB_c16", "key_fetch_c16")
+        bench.wanted_row(n) for n in ("small_upload_4KiB_c16", "key_fetch_c16", "tus_upload_512MiB")
     ):
         bench.start_server("var")
         log("registering the main user")
         bench.token = bench.register(f"bench-{os.getpid()}")
         transfer_rows(bench)
+        tus_rows(bench)
         concurrency_rows(bench)
         bench.meta["database_size_bytes"] = dir_size(bench.tmp / "var" / "db")
         bench.stop_server()

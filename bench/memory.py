@@ -1,6 +1,7 @@
-"""Rows rss_upload_1GiB and rss_download_1GiB: the growth of the server's resident memory (gunicorn
-master and workers) while one large file goes through, and the controls that prove the sampler
-would see buffering (a deliberately buffering app under the same gunicorn options)."""
+"""Rows rss_upload_1GiB, rss_download_1GiB and rss_tus_upload_1GiB: the growth of the server's
+resident memory (gunicorn master and workers) while one large file goes through (POST /upload,
+GET, and a tus upload: POST /uploads/ and one PATCH), and the controls that prove the sampler would
+see buffering (a deliberately buffering app under the same gunicorn options)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.client import http_download, http_upload
+from bench.client import http_download, http_upload, tus_upload
 from bench.common import MiB, log, run_threads
 from bench.harness import default_setting
 from bench.report import Goal, Row, fmt, mib_per_s
@@ -28,8 +29,11 @@ class Transfer:
     hwm_ok: bool
 
 
+RSS_ROWS = ("rss_upload_1GiB", "rss_download_1GiB", "rss_tus_upload_1GiB")
+
+
 def rss_rows(bench: Bench) -> None:
-    if not bench.wanted("rss_upload_1GiB", "rss_download_1GiB"):
+    if not any(bench.wanted_row(n) for n in RSS_ROWS):
         return
     assert bench.launcher
     launcher = bench.launcher
@@ -46,6 +50,19 @@ def rss_rows(bench: Bench) -> None:
     idle = idle_mib(groups)
     log(f"RSS: idle server {idle['server']:.1f} MiB, database {idle['db']:.1f} MiB")
 
+    if bench.wanted_row("rss_tus_upload_1GiB"):
+        # First, on the idle server: the other transfers must not leave their garbage to it.
+        tus = _sampled(bench, lambda: tus_upload(launcher.port, bench.token, bench.data, size))
+        if tus.result["status"] == 204:
+            bench.add(_rss_row("rss_tus_upload_1GiB", tus, idle, idle, check, size))
+        else:
+            bench.add(Row("rss_tus_upload_1GiB", None, "MiB", note=(
+                f"POST /uploads/ answered {tus.result['status']}: the server has no tus "
+                "uploads (yet)")))  # fmt: skip
+        time.sleep(1)
+        idle = idle_mib(groups)
+    if not bench.wanted_row("rss_upload_1GiB") and not bench.wanted_row("rss_download_1GiB"):
+        return
     up = _sampled(
         bench, lambda: http_upload(launcher.port, "/upload", bench.token, bench.data, size)
     )
@@ -58,7 +75,7 @@ def rss_rows(bench: Bench) -> None:
         ("rss_upload_1GiB", up, idle),
         ("rss_download_1GiB", down, idle_after),
     ):
-        if bench.wanted(name):
+        if bench.wanted_row(name):
             bench.add(_rss_row(name, transfer, idle, idle_before, check, size))
     bench.meta["rss_idle_after_upload"] = idle_after
 
@@ -133,6 +150,8 @@ def _rss_row(
 
 def _warm_one(bench: Bench) -> None:
     port = bench.port
+    if bench.wanted_row("rss_tus_upload_1GiB"):
+        tus_upload(port, bench.token, bench.data, bench.sizes.warmup)
     file_id = http_upload(port, "/upload", bench.token, bench.data, bench.sizes.warmup)["answer"]
     result = http_download(port, f"/files/{file_id}", bench.token)
     if result["status"] != 200:
@@ -179,8 +198,9 @@ def rss_controls(bench: Bench) -> None:
 def _attach_controls(rows: list[Row], controls: dict[str, Any], size: int) -> None:
     """The buffering control is the rss rows' baseline: what buffering the file would show."""
     for row in rows:
-        kind = {"rss_upload_1GiB": "upload", "rss_download_1GiB": "download"}.get(row.name)
-        if kind:
+        kind = {"rss_upload_1GiB": "upload", "rss_download_1GiB": "download",
+                "rss_tus_upload_1GiB": "upload"}.get(row.name)  # fmt: skip
+        if kind and row.value is not None:
             row.baseline = controls[f"buffering_{kind}"]["growth_mib"]
             row.baseline_label = (
                 f"control, not a database figure: the same sampler on a deliberately buffering "

@@ -14,7 +14,8 @@ from bench.common import MiB, log
 # The table's order (rows of one family are measured together, not in this order).
 ORDER = [
     "upload_64MiB", "upload_512MiB", "download_64MiB", "download_512MiB", "plaintext_512MiB",
-    "rss_upload_1GiB", "rss_download_1GiB", "small_upload_4KiB_c16", "key_fetch_c16",
+    "tus_upload_512MiB", "rss_upload_1GiB", "rss_download_1GiB", "rss_tus_upload_1GiB",
+    "small_upload_4KiB_c16", "key_fetch_c16",
     "small_upload_4KiB_c16_1000stored", "flat_chunk_read_1MiB", "flat_download_8MiB",
     "flat_key_fetch", "flat_small_upload_4KiB", "flat_list_files", "range_1KiB_of_1GiB",
     "range_plaintext_1KiB_of_1GiB", "db_rss_download_1GiB", "page_upload_2GiB",

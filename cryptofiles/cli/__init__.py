@@ -20,6 +20,8 @@ The modules, from the command line inward:
   stderr and its exit status (``python -m cryptofiles.cli`` runs it).
 - ``client``: the client commands (register, login, logout, whoami, keygen, upload, ls, info, rm,
   key, download, decrypt).
+- ``resumable``: ``upload --resume``, a tus client that records uploads in progress so that a
+  re-run resumes them.
 - ``sealed``: ``keygen`` (an age identity, its recipient registered) and opening sealed keys.
 - ``admin``: the ``admin`` tasks, through ``cryptofiles.services`` like the server itself.
 - ``transport``: the server's address (``ServerUrl``), HTTP requests (``Api``), stored tokens

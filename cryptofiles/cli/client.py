@@ -33,6 +33,7 @@ from cryptofiles.cli import (
     EXIT_USAGE,
     CliError,
     links,
+    resumable,
     sealed,
 )
 from cryptofiles.cli.output import (
@@ -128,8 +129,14 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     api = logged_in_api(args)
+    store = resumable.resume_store() if args.resume else None
     for name in args.files:
-        print(upload_one(api, Path(name)), flush=True)  # each id as soon as it exists
+        path = Path(name)
+        if store is None:
+            file_id = upload_one(api, path)
+        else:
+            file_id = resumable.upload_resumable(api, path, store)
+        print(file_id, flush=True)  # each id as soon as it exists
     return EXIT_OK
 
 

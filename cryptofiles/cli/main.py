@@ -80,6 +80,12 @@ def identity_option(cmd: Any) -> None:
 def add_file_commands(commands: Any) -> None:
     cmd = commands.add_parser("upload", help="upload files; prints one id per line")
     cmd.add_argument("files", nargs="+", metavar="FILE")
+    cmd.add_argument(
+        "--resume",
+        action="store_true",
+        help="upload resumably (tus): a cut transfer is retried, and running the same command "
+        "again continues an interrupted upload where the server stopped",
+    )
     cmd.set_defaults(handler=client.cmd_upload)
     cmd = commands.add_parser("ls", help="list your files: id, size, created, name")
     cmd.add_argument("--json", action="store_true", help="print the list as JSON")

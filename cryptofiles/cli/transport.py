@@ -15,7 +15,7 @@ import os
 import select
 import ssl
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,7 +31,7 @@ from cryptofiles.cli import (
     CliError,
 )
 from cryptofiles.cli.output import write_private_file
-from cryptofiles.cli.terminal import clean, describe, progress
+from cryptofiles.cli.terminal import Progress, clean, describe, progress
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 URL_ENV = "CRYPTOFILES_URL"
@@ -195,9 +195,16 @@ class Api:
                 f"the connection to {self.url} broke off: {describe(exc)}", EXIT_INTERRUPTED
             ) from None
 
-    def check(self, method: str, path: str, response: http.client.HTTPResponse) -> None:
-        """Return if the answer is a success, else raise the CliError it maps to."""
-        if 200 <= response.status < 300:
+    def check(
+        self,
+        method: str,
+        path: str,
+        response: http.client.HTTPResponse,
+        handled: Collection[int] = (),
+    ) -> None:
+        """Return if the answer is a success or a status in ``handled`` (the caller's to read),
+        else raise the CliError it maps to."""
+        if 200 <= response.status < 300 or response.status in handled:
             return
         with self.network():
             data = response.read(ERROR_BODY_LIMIT)
@@ -214,17 +221,24 @@ class Api:
 
     @contextlib.contextmanager
     def exchange(
-        self, method: str, path: str, *, json_body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+        handled: Collection[int] = (),
     ) -> Iterator[http.client.HTTPResponse]:
-        """Send a small request; yield the successful response to read (the body is streamed)."""
+        """Send a small request; yield the successful response (or one with a ``handled``
+        status) to read (the body is streamed)."""
         body = None if json_body is None else json.dumps(json_body).encode()
-        extra = {} if body is None else {"Content-Type": "application/json"}
+        extra = dict(headers or {}) | ({} if body is None else {"Content-Type": "application/json"})
         conn = self.connect()
         try:
             with self.network():
                 conn.request(method, self.url.prefix + path, body=body, headers=self.headers(extra))
                 response = conn.getresponse()
-            self.check(method, path, response)
+            self.check(method, path, response, handled)
             yield response
         finally:
             conn.close()
@@ -266,48 +280,72 @@ class Api:
         label: str,
     ) -> dict[str, Any]:
         """POST ``size`` bytes of ``source`` as the raw body, in blocks; the JSON answer."""
-        conn = self.connect()
-        try:
-            with self.network():
-                conn.putrequest("POST", self.url.prefix + path, skip_accept_encoding=True)
-                for name, value in self.headers(headers).items():
-                    conn.putheader(name, value)
-                conn.putheader("Content-Length", str(size))
-                conn.endheaders()
-            complete = self._send_body(conn, source, size, label)
-            with self.network():
-                response = conn.getresponse()
-            self.check("POST", path, response)
+        with (
+            progress(size, label) as bar,
+            self.streamed("POST", path, source, size, headers, bar) as (response, complete),
+        ):
             if not complete:  # a success for a body we did not finish sending would be a lie
                 raise CliError(
                     "the upload stopped before the whole file was sent", EXIT_INTERRUPTED
                 )
             with self.network():
                 return json_object(response.read())
+
+    @contextlib.contextmanager
+    def streamed(
+        self,
+        method: str,
+        path: str,
+        source: BinaryIO,
+        size: int,
+        headers: Mapping[str, str | bytes],
+        bar: Progress,
+        handled: Collection[int] = (),
+    ) -> Iterator[tuple[http.client.HTTPResponse, bool]]:
+        """Send the next ``size`` bytes of ``source`` as the body, in blocks (never the whole
+        file in memory); yield the answer (checked as ``check`` does) and whether the whole body
+        went out before the server answered."""
+        conn = self.connect()
+        try:
+            with self.network():
+                conn.putrequest(method, self.url.prefix + path, skip_accept_encoding=True)
+                for name, value in self.headers(headers).items():
+                    conn.putheader(name, value)
+                conn.putheader("Content-Length", str(size))
+                conn.endheaders()
+            complete = self._send_body(conn, source, size, bar)
+            with self.network():
+                response = conn.getresponse()
+            self.check(method, path, response, handled)
+            yield response, complete
         finally:
             conn.close()
 
     def _send_body(
-        self, conn: http.client.HTTPConnection, source: BinaryIO, size: int, label: str
+        self, conn: http.client.HTTPConnection, source: BinaryIO, size: int, bar: Progress
     ) -> bool:
         """Send the body; False if it stopped early because the server answered (or hung up)."""
         remaining = size
-        with progress(size, label) as bar:
-            while remaining:
-                block = source.read(min(BLOCK, remaining))
-                if not block:
-                    raise CliError(f"{label} got shorter while it was being uploaded")
-                try:
-                    conn.send(block)
-                except OSError:
-                    # The server may have answered already (413, 401) and closed the connection:
-                    # its answer, read next, says more than a broken pipe.
-                    return False
-                remaining -= len(block)
-                bar.update(len(block))
-                if remaining and answered_early(conn):
-                    return False
+        while remaining:
+            block = source.read(min(BLOCK, remaining))
+            if not block:
+                raise CliError(f"{describe_source(source)} got shorter while it was being uploaded")
+            try:
+                conn.send(block)
+            except OSError:
+                # The server may have answered already (413, 401) and closed the connection:
+                # its answer, read next, says more than a broken pipe.
+                return False
+            remaining -= len(block)
+            bar.update(len(block))
+            if remaining and answered_early(conn):
+                return False
         return True
+
+
+def describe_source(source: BinaryIO) -> str:
+    name = getattr(source, "name", None)
+    return os.path.basename(name) if isinstance(name, str) else "the file"
 
 
 def answered_early(conn: http.client.HTTPConnection) -> bool:
