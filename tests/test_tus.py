@@ -539,6 +539,14 @@ class CallingBody(io.BytesIO):
             then()
 
 
+def patch_stream(
+    client: FlaskClient, token: str, upload_id: str, body: io.BytesIO, length: int
+) -> Any:
+    """A PATCH from offset 0 whose body is read from ``body`` as the server asks for it."""
+    headers = {**TUS, **BODY, **auth(token), "Upload-Offset": "0", "Content-Length": str(length)}
+    return client.patch(f"/uploads/{upload_id}", input_stream=body, headers=headers)
+
+
 @pytest.mark.parametrize("at", [FIRST // 2, FIRST + LATER + 10])
 def test_an_upload_terminated_while_a_patch_runs_leaves_nothing(
     client: FlaskClient, token: str, app: Flask, db: Any, at: int
@@ -548,12 +556,7 @@ def test_an_upload_terminated_while_a_patch_runs_leaves_nothing(
     data = os.urandom(FIRST + LATER + 20)
     upload_id = create(client, token, len(data))
     body = CallingBody(data, at, lambda: services_of(app).files.discard(upload_id))
-    response = client.patch(
-        f"/uploads/{upload_id}",
-        input_stream=body,
-        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
-                 "Content-Length": str(len(data))},
-    )  # fmt: skip
+    response = patch_stream(client, token, upload_id, body, len(data))
     assert response.status_code == 404, response.text
     assert db.files.count_documents({}) == 0
     assert db["ciphertext.chunks"].count_documents({}) == 0
@@ -575,12 +578,7 @@ def test_a_patch_that_stores_after_a_terminations_first_steps_leaves_nothing(
         storage.chunks.remove(upload_id)
 
     body = CallingBody(data, FIRST // 2, first_steps_of_a_termination)
-    response = client.patch(
-        f"/uploads/{upload_id}",
-        input_stream=body,
-        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
-                 "Content-Length": str(len(data))},
-    )  # fmt: skip
+    response = patch_stream(client, token, upload_id, body, len(data))
     assert response.status_code == 404, response.text
     storage.files.discard(upload_id)  # the termination's last step
     assert db["ciphertext.chunks"].count_documents({}) == 0
@@ -603,12 +601,7 @@ def test_a_request_taken_over_neither_records_nor_completes(
         assert storage.uploads.lock(upload_id, "successor", datetime.now(UTC), datetime.now(UTC))
 
     body = CallingBody(data, FIRST + 10, taken_over)
-    response = client.patch(
-        f"/uploads/{upload_id}",
-        input_stream=body,
-        headers={**TUS, **BODY, **auth(token), "Upload-Offset": "0",
-                 "Content-Length": str(len(data))},
-    )  # fmt: skip
+    response = patch_stream(client, token, upload_id, body, len(data))
     assert response.status_code == 409, response.text
     assert "took this upload over" in response.text
     assert head(client, token, upload_id).headers["Upload-Offset"] == "0"
