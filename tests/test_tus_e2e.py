@@ -246,3 +246,21 @@ def test_an_upload_resumes_after_its_worker_is_killed_and_the_server_restarts(
         assert (response.status, plain == data) == (200, True)
     finally:
         server.stop()
+
+
+def test_a_refused_patch_body_is_not_read_to_its_end(server: Server) -> None:
+    """A PATCH refused from its head (here a wrong offset) is answered at once, and the server
+    closes the connection instead of reading the announced 512 MiB to keep it alive."""
+    token = new_token(server, "refused")
+    upload_id = create(server, token, 10)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        f"PATCH /uploads/{upload_id} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n"
+        f"x-access-tokens: {token}\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: 5\r\nContent-Length: {512 << 20}\r\n\r\n".encode()
+    )
+    sock.sendall(os.urandom(64 << 10))
+    started = time.monotonic()
+    status, _, body = answer_of(sock)  # reads until the server closes the connection
+    assert status == 409, body
+    assert time.monotonic() - started < 5

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, g, request, url_for
 from werkzeug.http import http_date
 
 from cryptofiles.uploads import UploadStatus
+from cryptofiles.web import connection
 from cryptofiles.web.context import current_services
 from cryptofiles.web.guard import token_required
 from cryptofiles.web.inputs import (
@@ -47,6 +48,10 @@ def check_protocol_version() -> None:
 @bp.after_request
 def protocol_headers(response: Response) -> Response:
     response.headers["Tus-Resumable"] = TUS_VERSION
+    if response.status_code >= 400 and request.content_length:
+        # A refused body (a PATCH of hundreds of MiB answered 409 from its head) is not read to
+        # its end for the sake of keeping the connection: the server stops reading and closes.
+        connection.stop_reading()
     return response
 
 
