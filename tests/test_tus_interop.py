@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import http.client
 import io
@@ -292,7 +293,10 @@ def test_tuspy_async_uploader_resumes_after_a_reset(
             file_stream=stream, chunk_size=MiB, retries=3, retry_delay=1,
             metadata={"filename": "async.bin", "filetype": FILETYPE},
         )  # fmt: skip
-        asyncio.run(uploader.upload())
+        # In a thread of its own: the browser tests' Playwright keeps an event loop running in
+        # this one when the suite runs whole.
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, uploader.upload()).result()
     assert not proxy.errors
     file_id = file_id_of(uploader.url, proxy)
     (cut,) = proxy.cuts

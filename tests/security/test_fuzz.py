@@ -144,6 +144,16 @@ class Fuzz:
             )
             assert response.status_code == 201, response.text
 
+    def reseed(self) -> None:
+        """Exactly the seeded files, nothing a previous example left: hypothesis replays examples
+        and must see the same listing each time (its length shapes what the next steps draw)."""
+        token = self.token()
+        storage = services_of(self.app).storage
+        for file_id, _ in storage.files.owned_by(self.public_id):
+            services_of(self.app).files.discard(file_id)
+        assert self.client.get("/files", headers=auth(token)).json["files"] == []  # type: ignore[index]
+        self.seed()
+
 
 @pytest.fixture(scope="module")
 def fuzz(mongodb_uri: str, master_keys: str) -> Iterator[Fuzz]:
@@ -181,7 +191,9 @@ def test_the_document_is_what_is_fuzzed(fuzz: Fuzz) -> None:
 
 
 def test_stateful_links_from_listings_to_the_file_routes(fuzz: Fuzz) -> None:
-    machine = fuzz.schema.as_state_machine()
+    # The tus routes are fuzzed one by one above; a creation's Location would feed the machine
+    # server-made ids, which make replays draw differently (FlakyStrategyDefinition).
+    machine = fuzz.schema.exclude(path_regex="^/uploads/").as_state_machine()
     transitions = [name for name in dir(machine) if "files_id" in name]
     assert transitions, "schemathesis no longer infers links to the file routes"
 
@@ -189,7 +201,7 @@ def test_stateful_links_from_listings_to_the_file_routes(fuzz: Fuzz) -> None:
 
     class Workflow(machine):  # type: ignore[misc, valid-type]
         def setup(self) -> None:
-            fuzz.seed()
+            fuzz.reseed()
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"session": fuzz.session, "headers": fuzz.authorize(case)}
