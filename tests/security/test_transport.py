@@ -380,8 +380,13 @@ def test_a_burst_of_password_checks_is_bounded_and_answered_quickly(server: Serv
     refused = [(seconds, retry) for seconds, status, retry in results if status == 503]
     assert refused, "no bound on password hashing"
     assert all(retry and retry.isdigit() and int(retry) >= 1 for _, retry in refused)
-    # Refusals come at once, not after waiting for a slot.
-    assert statistics.median(seconds for seconds, _ in refused) < 1.0, refused
+    # Refusals come at once, not after waiting for a slot: measured against the checks that did
+    # wait for one (about 0.5 s against 2 s here alone), so that a machine busy with another
+    # suite, which slows both, does not fail it.
+    admitted = [seconds for seconds, status, _ in results if status == 401]
+    assert admitted, statuses
+    refused_median = statistics.median(seconds for seconds, _ in refused)
+    assert refused_median < statistics.median(admitted) / 2, (refused_median, admitted)
     assert max(health) < 1.0, health
 
 
