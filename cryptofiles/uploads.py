@@ -315,31 +315,41 @@ class _Appender:
         gone, a stall): the client resumes from there.
         """
         digest = hashlib.new(self.algorithm) if self.algorithm else None
-        segment = bytearray()
+        # The format's own cutter (as POST /upload's): whole segments are sliced out of the
+        # request's blocks without a copy; only a segment spanning two blocks is assembled.
+        cutter = crypto.Segmenter(self._need(), crypto.plaintext_segment_size(self.segments + 1))
         received = self.offset
+        blocks = iter(body)
         try:
-            for block in body:
+            while True:
+                try:
+                    block = next(blocks)
+                except StopIteration:
+                    self.whole_body = True
+                    break
+                except BaseException:  # the body broke off: what is whole is still stored
+                    self._store_if_whole(cutter.tail())
+                    raise
                 self._renew()
                 if digest is not None:
                     digest.update(block)
                 received += len(block)
                 if received > self.upload.length:
                     raise InvalidUpload(ResumableUploads._past_end(self.upload))
-                view = memoryview(block)
-                while view:
-                    take = self._need() - len(segment)
-                    segment += view[:take]
-                    view = view[take:]
-                    if len(segment) == self._need():
-                        self._store(segment)
-                        segment = bytearray()
-            self.whole_body = True
+                for plaintext in cutter.push(block):
+                    self._store(plaintext)
+            # The cutter holds a segment back until a byte after it arrives: the last one here.
+            self._store_if_whole(cutter.tail())
         finally:
             if not self.verify and self.recorded_segments != self.segments:
                 self._record()
         return digest.digest() if digest is not None else b""
 
-    def _store(self, plaintext: bytearray) -> None:
+    def _store_if_whole(self, plaintext: memoryview) -> None:
+        if plaintext and len(plaintext) == self._need():
+            self._store(plaintext)
+
+    def _store(self, plaintext: memoryview) -> None:
         last = self.offset + len(plaintext) == self.upload.length
         sealed = self.sealer.seal(self.segments, plaintext, last=last)
         self.storage.chunks.put(self.upload.file.id, self.segments, sealed)

@@ -41,6 +41,7 @@ from cryptofiles.crypto.layout import (
     segment_count,
 )
 from cryptofiles.crypto.sealing import NewIdentity, new_identity, parse_recipient, seal, unseal
+from cryptofiles.crypto.segmenter import Segmenter
 from cryptofiles.crypto.stream import (
     Encryptor,
     ReadPieces,
@@ -71,6 +72,7 @@ __all__ = [
     "ReadPieces",
     "RecipientError",
     "SegmentSealer",
+    "Segmenter",
     "ciphertext_size",
     "decode_key",
     "decrypt_range",
